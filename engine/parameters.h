@@ -1,0 +1,68 @@
+// ParameterStore: every parameter lives in one flat f32 buffer (llm.c's layout), so
+// zeroing, clipping, norms and the optimizer are one pass each. Modules hold views by
+// name; names are the HF state-dict names (legacy weight-norm names weight_g/weight_v).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace vitscuda {
+
+// How `weights_convert init` fills a parameter (transformers' _init_weights scheme).
+enum class InitKind {
+  Zeros,
+  Ones,
+  Normal,         // N(0, std)
+  KaimingNormal,  // N(0, sqrt(2 / fan_in)), fan_in = shape[1] * prod(shape[2:])
+  Uniform,        // U(-bound, bound)
+  WeightNormG,    // ||v|| over all dims but 0 (weight_g of a weight-normed conv)
+};
+
+struct ParameterInit {
+  InitKind kind = InitKind::Zeros;
+  double value = 0.0;   // std for Normal, bound for Uniform
+  std::string norm_of;  // WeightNormG: the name of the matching weight_v
+  ParameterInit() = default;
+  ParameterInit(InitKind k, double v = 0.0, std::string of = {}) : kind(k), value(v), norm_of(std::move(of)) {}
+};
+
+struct ParameterInfo {
+  std::string name;
+  Shape shape;
+  int64_t offset = 0;  // in elements into the flat buffer
+  ParameterInit init;
+  std::string module;  // top-level module ("text_encoder", "flow", ...), for per-module counts
+};
+
+class ParameterStore {
+ public:
+  // Declares a parameter (before finalize); a duplicate name is an error.
+  void declare(const std::string& name, const Shape& shape, ParameterInit init = {});
+  // Allocates the flat buffer (zeros); no declarations afterwards.
+  void finalize();
+  bool finalized() const { return flat_.defined(); }
+
+  bool has(const std::string& name) const;
+  Tensor get(const std::string& name) const;  // a view into the flat buffer; unknown name is an error
+  const ParameterInfo& info(const std::string& name) const;
+  const std::vector<ParameterInfo>& params() const { return params_; }  // declaration order
+  int64_t total() const { return total_; }
+  Tensor& flat() { return flat_; }
+  const Tensor& flat() const { return flat_; }
+
+  // Fills every parameter by its ParameterInit, drawing from `seed`.
+  void initialize(uint64_t seed);
+  // Parameter counts per top-level module, declaration order.
+  std::vector<std::pair<std::string, int64_t>> counts_by_module() const;
+
+ private:
+  std::vector<ParameterInfo> params_;
+  std::map<std::string, size_t> index_;
+  int64_t total_ = 0;
+  Tensor flat_;
+};
+
+}  // namespace vitscuda

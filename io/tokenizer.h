@@ -1,0 +1,39 @@
+// Tokenizer: transformers' VitsTokenizer for the mms-tts checkpoints (no phonemizer, no uroman).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace vitscuda::io {
+
+struct TokenizerResult {
+  std::vector<int32_t> ids;
+  // Characters of the (normalised) text that are not in the vocab and were dropped,
+  // each once, in order of appearance (as UTF-8 strings). The caller reports them.
+  std::vector<std::string> dropped;
+};
+
+class Tokenizer {
+ public:
+  // Reads DIR/vocab.json and, if present, DIR/tokenizer_config.json
+  // (add_blank, normalize, pad_token, phonemize, is_uroman, ...).
+  static Tokenizer from_dir(const std::string& model_dir);
+  static Tokenizer from_vocab(std::map<std::string, int32_t> vocab, bool add_blank, bool normalize,
+                              const std::string& pad_token);
+
+  // Throws vitscuda::Error for empty text and for text with no character in the vocab.
+  TokenizerResult encode(const std::string& text) const;
+
+  int32_t pad_id() const;
+  size_t vocab_size() const { return vocab_.size(); }
+  bool add_blank() const { return add_blank_; }
+
+ private:
+  std::map<std::string, int32_t> vocab_;  // key: one UTF-8 character (or a multi-char token)
+  bool add_blank_ = true;
+  bool normalize_ = true;
+  std::string pad_token_ = "<pad>";
+};
+
+}  // namespace vitscuda::io

@@ -1,0 +1,16 @@
+// Alignment expansion (VITS's length regulator) as a gather over frames, and its
+// backward, a scatter-add over tokens.
+#pragma once
+#include <cstdint>
+
+namespace vitscuda::kernels {
+
+// y[b, c, f] = index[b*F + f] < 0 ? 0 : x[b, c, index[b*F + f]];  x [B, C, T], y [B, C, F].
+template <typename T>
+void gather_frames_cpu(const T* x, const int32_t* index, T* y, int64_t B, int64_t C, int64_t T_in, int64_t F);
+
+// dx[b, c, index[b*F + f]] += dy[b, c, f] (accumulates into dx).
+template <typename T>
+void gather_frames_backward_cpu(const T* dy, const int32_t* index, T* dx, int64_t B, int64_t C, int64_t T_in, int64_t F);
+
+}  // namespace vitscuda::kernels

@@ -1,0 +1,18 @@
+// Helpers shared by the test binaries.
+#pragma once
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace vitscuda::testing {
+
+// Path of a file under the source tree's tests/data.
+std::string data_path(const std::string& relative);
+// A fresh empty directory under the build tree for one test's files.
+std::string temp_dir(const std::string& name);
+// Max |a - b| over all elements (shapes must match).
+double max_abs_diff(const Tensor& a, const Tensor& b);
+// ||a - b|| / ||b||.
+double relative_l2(const Tensor& a, const Tensor& b);
+
+}  // namespace vitscuda::testing
