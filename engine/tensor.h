@@ -11,6 +11,10 @@
 
 namespace vitscuda {
 
+namespace autograd {
+struct GradSlot;
+}
+
 enum class DType { F32, F64 };
 enum class Device { CPU, CUDA };
 
@@ -84,6 +88,17 @@ class Tensor {
 
   std::string describe() const;  // "f32[2, 3] cpu"
 
+  // Autograd: a tensor that needs a gradient carries the slot its gradient accumulates in
+  // (reshapes share it). detach() drops it.
+  const std::shared_ptr<autograd::GradSlot>& grad_slot() const { return grad_slot_; }
+  void set_grad_slot(std::shared_ptr<autograd::GradSlot> slot) { grad_slot_ = std::move(slot); }
+  bool requires_grad() const { return grad_slot_ != nullptr; }
+  Tensor detach() const {
+    Tensor t = *this;
+    t.grad_slot_.reset();
+    return t;
+  }
+
  private:
   void check_dtype(DType expected) const;
   std::shared_ptr<Storage> storage_;
@@ -92,6 +107,7 @@ class Tensor {
   int64_t numel_ = 0;
   DType dtype_ = DType::F32;
   Device device_ = Device::CPU;
+  std::shared_ptr<autograd::GradSlot> grad_slot_;
 };
 
 }  // namespace vitscuda

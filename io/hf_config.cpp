@@ -150,8 +150,7 @@ VitsConfig VitsConfig::from_json(const json& j, const std::string& source) {
   r.read("noise_scale", c.noise_scale);
   r.read("noise_scale_duration", c.noise_scale_duration);
   r.read("sampling_rate", c.sampling_rate);
-  // PretrainedConfig writes null when no pad token is set; it is read like an
-  // absent key (index 0, the id the mms-tts checkpoints use).
+  // PretrainedConfig writes null when no pad token is set: no padding index, like an absent key.
   if (!(j.contains("pad_token_id") && j["pad_token_id"].is_null())) r.read("pad_token_id", c.pad_token_id);
   c.validate(source);
   return c;
@@ -289,8 +288,9 @@ void VitsConfig::validate(const std::string& source) const {
   finite("noise_scale_duration", noise_scale_duration);
   non_negative("noise_scale_duration", noise_scale_duration);
   positive("sampling_rate", sampling_rate);
-  VC_CHECK(pad_token_id >= 0 && pad_token_id < vocab_size,
-           source << ": field 'pad_token_id' must be in [0, vocab_size = " << vocab_size << "), got " << pad_token_id);
+  VC_CHECK(pad_token_id >= -1 && pad_token_id < vocab_size,
+           source << ": field 'pad_token_id' must be null or in [0, vocab_size = " << vocab_size << "), got "
+                  << pad_token_id);
 }
 
 json VitsConfig::to_json() const {
@@ -341,7 +341,8 @@ json VitsConfig::to_json() const {
   j["noise_scale"] = noise_scale;
   j["noise_scale_duration"] = noise_scale_duration;
   j["sampling_rate"] = sampling_rate;
-  j["pad_token_id"] = pad_token_id;
+  if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
+  else j["pad_token_id"] = nullptr;
   return j;
 }
 

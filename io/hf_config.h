@@ -52,7 +52,9 @@ struct VitsConfig {
   double noise_scale = 0.667;
   double noise_scale_duration = 0.8;
   int sampling_rate = 16000;
-  int pad_token_id = 0;  // from PretrainedConfig; the embedding's padding_idx
+  // From PretrainedConfig: the embedding's padding_idx (its row starts at zero and gets no gradient,
+  // as in torch). -1 when absent or null, as transformers' default None.
+  int pad_token_id = -1;
 
   // Parses and validates; `source` names the file in error messages.
   static VitsConfig from_json(const nlohmann::json& j, const std::string& source);

@@ -6,6 +6,7 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "kernels/error.h"
+#include "model/alignment.h"
 #include "model/duration_predictor.h"
 #include "model/flow.h"
 #include "model/hifigan.h"
@@ -43,26 +44,6 @@ void VitsModel::initialize(uint64_t seed) {
   }
 }
 
-namespace {
-
-// Frame -> token map of the length regulator: frame f of item b belongs to token i when
-// cum[i-1] <= f < cum[i]; frames past the item's length (or covered by no token) map to -1.
-std::vector<int32_t> frame_to_token_index(const Tensor& durations, const std::vector<int64_t>& lengths, int64_t frames) {
-  const int64_t B = durations.dim(0), T = durations.dim(2);
-  const float* d = durations.data<float>();
-  std::vector<int32_t> index(static_cast<size_t>(B * frames), -1);
-  for (int64_t b = 0; b < B; ++b) {
-    int64_t start = 0;
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t n = static_cast<int64_t>(d[b * T + t]);
-      for (int64_t f = start; f < std::min(start + n, lengths[b]); ++f) index[b * frames + f] = static_cast<int32_t>(t);
-      start += n;
-    }
-  }
-  return index;
-}
-
-}  // namespace
 
 SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& batch_ids,
                                       const SynthesisOptions& opt) const {
@@ -75,7 +56,8 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
     VC_CHECK(!batch_ids[b].empty(), "synthesize: item " << b << " has no tokens");
     T = std::max<int64_t>(T, static_cast<int64_t>(batch_ids[b].size()));
   }
-  std::vector<int32_t> ids(static_cast<size_t>(B * T), c.pad_token_id);
+  // Padded positions are masked everywhere; any valid id serves as filler.
+  std::vector<int32_t> ids(static_cast<size_t>(B * T), std::max(c.pad_token_id, 0));
   Tensor mask_btc = Tensor::zeros({B, T, 1});
   for (int64_t b = 0; b < B; ++b)
     for (size_t t = 0; t < batch_ids[b].size(); ++t) {
@@ -130,7 +112,10 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
   for (int64_t b = 0; b < B; ++b)
     std::fill(frame_mask.data<float>() + b * frames, frame_mask.data<float>() + b * frames + out.frame_lengths[b], 1.0f);
 
-  const std::vector<int32_t> index = frame_to_token_index(out.durations, out.frame_lengths, frames);
+  std::vector<std::vector<int32_t>> token_frames(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) token_frames[b].push_back(static_cast<int32_t>(dur[b * T + t]));
+  const std::vector<int32_t> index = frame_to_token_index(token_frames, out.frame_lengths, frames);
   out.expanded_means = ops::gather_frames(ops::transpose(enc.prior_means, 1, 2), index, frames);
   out.expanded_log_std = ops::gather_frames(ops::transpose(enc.prior_log_std, 1, 2), index, frames);
 

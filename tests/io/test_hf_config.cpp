@@ -45,7 +45,7 @@ TEST(HfConfig, EmptyObjectGivesTransformersDefaults) {
   EXPECT_DOUBLE_EQ(c.noise_scale, 0.667);
   EXPECT_DOUBLE_EQ(c.noise_scale_duration, 0.8);
   EXPECT_EQ(c.sampling_rate, 16000);
-  EXPECT_EQ(c.pad_token_id, 0);
+  EXPECT_EQ(c.pad_token_id, -1);  // transformers' default: no padding index
   EXPECT_EQ(c.total_upsample(), 256);
   EXPECT_EQ(c.to_json(), VitsConfig().to_json());
 }
@@ -135,7 +135,7 @@ TEST(HfConfig, ToJsonRoundTrips) {
 }
 
 TEST(HfConfig, AbsentOrNullPadTokenIdIsZero) {
-  EXPECT_EQ(VitsConfig::from_json(json::parse(R"({"pad_token_id": null})"), "c").pad_token_id, 0);
+  EXPECT_EQ(VitsConfig::from_json(json::parse(R"({"pad_token_id": null})"), "c").pad_token_id, -1);
   EXPECT_EQ(VitsConfig::from_json(json::parse(R"({"pad_token_id": 5})"), "c").pad_token_id, 5);
 }
 
@@ -191,7 +191,7 @@ TEST(HfConfig, InvalidValuesNameTheField) {
       {"noise_scale_duration", "-1"},
       {"sampling_rate", "0"},
       {"pad_token_id", "38"},  // outside the 38-entry vocabulary
-      {"pad_token_id", "-1"},
+      {"pad_token_id", "-2"},
   };
   for (const InvalidCase& c : cases) {
     json j = json::object();
