@@ -5,6 +5,7 @@
 // sequences are [batch, channels, time] for convolutions.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 

@@ -1,3 +1,4 @@
+#include "engine/autograd.h"
 #include "engine/ops.h"
 #include "kernels/alignment.h"
 #include "kernels/error.h"
@@ -17,6 +18,16 @@ Tensor gather_frames(const Tensor& x, const std::vector<int32_t>& index, int64_t
     kernels::gather_frames_cpu(x.data<float>(), index.data(), y.data<float>(), B, C, T, frames);
   else
     kernels::gather_frames_cpu(x.data<double>(), index.data(), y.data<double>(), B, C, T, frames);
+  if (autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    autograd::record("gather_frames", y, [slot, index, B, C, T, frames](const Tensor& dy) {
+      Tensor dx = slot->accumulator({B, C, T});
+      if (dy.dtype() == DType::F32)
+        kernels::gather_frames_backward_cpu(dy.data<float>(), index.data(), dx.data<float>(), B, C, T, frames);
+      else
+        kernels::gather_frames_backward_cpu(dy.data<double>(), index.data(), dx.data<double>(), B, C, T, frames);
+    });
+  }
   return y;
 }
 

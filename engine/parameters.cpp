@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "engine/autograd.h"
 #include "engine/random.h"
 #include "kernels/error.h"
 
@@ -37,7 +38,47 @@ const ParameterInfo& ParameterStore::info(const std::string& name) const {
 Tensor ParameterStore::get(const std::string& name) const {
   VC_CHECK(finalized(), "parameter '" << name << "' read before the parameter store was finalised");
   const ParameterInfo& p = info(name);
-  return Tensor::view_of(flat_.storage(), flat_.offset() + static_cast<size_t>(p.offset), p.shape, flat_.dtype());
+  Tensor t = Tensor::view_of(flat_.storage(), flat_.offset() + static_cast<size_t>(p.offset), p.shape, flat_.dtype());
+  if (!slots_.empty()) t.set_grad_slot(slots_[index_.at(name)]);
+  return t;
+}
+
+void ParameterStore::enable_grad(const std::function<bool(const std::string&)>& trainable) {
+  VC_CHECK(finalized(), "enable_grad() before finalize()");
+  grads_ = Tensor::zeros({total_}, flat_.dtype());
+  slots_.assign(params_.size(), nullptr);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!trainable(params_[i].name)) continue;
+    auto slot = std::make_shared<autograd::GradSlot>();
+    slot->shape = params_[i].shape;
+    slot->dtype = flat_.dtype();
+    slot->is_parameter = true;
+    slot->grad = Tensor::view_of(grads_.storage(), static_cast<size_t>(params_[i].offset), params_[i].shape, grads_.dtype());
+    slots_[i] = std::move(slot);
+  }
+}
+
+bool ParameterStore::trainable(const std::string& name) const {
+  auto it = index_.find(name);
+  VC_CHECK(it != index_.end(), "unknown parameter '" << name << "'");
+  return !slots_.empty() && slots_[it->second] != nullptr;
+}
+
+Tensor ParameterStore::grad(const std::string& name) const {
+  VC_CHECK(grad_enabled(), "gradient of '" << name << "' asked for before enable_grad()");
+  const ParameterInfo& p = info(name);
+  return Tensor::view_of(grads_.storage(), static_cast<size_t>(p.offset), p.shape, grads_.dtype());
+}
+
+void ParameterStore::zero_grad() {
+  if (grads_.defined()) grads_.fill(0.0);
+}
+
+int64_t ParameterStore::trainable_count() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!slots_.empty() && slots_[i]) n += shape_numel(params_[i].shape);
+  return n;
 }
 
 void ParameterStore::initialize(uint64_t seed) {

@@ -7,9 +7,16 @@
 #include <string>
 #include <vector>
 
+#include <functional>
+#include <memory>
+
 #include "engine/tensor.h"
 
 namespace vitscuda {
+
+namespace autograd {
+struct GradSlot;
+}
 
 // How `weights_convert init` fills a parameter (transformers' _init_weights scheme).
 enum class InitKind {
@@ -53,6 +60,19 @@ class ParameterStore {
   Tensor& flat() { return flat_; }
   const Tensor& flat() const { return flat_; }
 
+  // Gradients: one flat buffer like the parameters. Parameters for which `trainable(name)`
+  // holds get a gradient slot (a view into the flat buffer) that get() attaches to the
+  // returned view, so ops record their backward; the others are constants.
+  void enable_grad(const std::function<bool(const std::string&)>& trainable);
+  bool grad_enabled() const { return grads_.defined(); }
+  bool trainable(const std::string& name) const;
+  Tensor& grads() { return grads_; }
+  const Tensor& grads() const { return grads_; }
+  Tensor grad(const std::string& name) const;  // view into the flat gradient buffer
+  void zero_grad();
+  // Number of trainable elements and the trainable ranges [begin, end) of the flat buffers.
+  int64_t trainable_count() const;
+
   // Fills every parameter by its ParameterInit, drawing from `seed`.
   void initialize(uint64_t seed);
   // Parameter counts per top-level module, declaration order.
@@ -63,6 +83,8 @@ class ParameterStore {
   std::map<std::string, size_t> index_;
   int64_t total_ = 0;
   Tensor flat_;
+  Tensor grads_;
+  std::vector<std::shared_ptr<autograd::GradSlot>> slots_;  // per parameter; nullptr when frozen
 };
 
 }  // namespace vitscuda

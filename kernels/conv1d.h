@@ -1,0 +1,36 @@
+// 1-D convolution (PyTorch nn.Conv1d semantics, cross-correlation) and its backward.
+//
+// Layouts: x [B, Cin, Tin], w [Cout, Cin/groups, K], b [Cout], y [B, Cout, Tout] with
+//   Tout = (Tin + pad_left + pad_right - dilation*(K-1) - 1) / stride + 1
+//   y[n, o, t] = b[o] + sum_{i, k} w[o, i, k] * x[n, g*Cin/groups + i, t*stride + k*dilation - pad_left]
+// where g = o / (Cout/groups) and x is zero outside [0, Tin).
+//
+// CPU: im2col over tiles of output columns + gemm per (batch, group); a direct loop when each
+// group has one input channel (depthwise); a plain gemm for 1x1 convolutions.
+#pragma once
+#include <cstdint>
+
+namespace vitscuda::kernels {
+
+// Output length, or a value <= 0 when the padded input is shorter than the dilated kernel.
+inline int64_t conv1d_output_length(int64_t Tin, int K, int stride, int pad_left, int pad_right, int dilation) {
+  const int64_t span = static_cast<int64_t>(dilation) * (K - 1) + 1;
+  const int64_t padded = Tin + pad_left + pad_right;
+  if (padded < span) return 0;
+  return (padded - span) / stride + 1;
+}
+
+// y = conv1d(x, w) + b (b may be nullptr). y is overwritten.
+template <typename T>
+void conv1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int K, int stride,
+                        int pad_left, int pad_right, int dilation, int groups);
+
+// Gradients of conv1d given dy [B, Cout, Tout]. Every gradient is ACCUMULATED into its buffer
+// (dx += ..., dw += ..., db += ...), so callers zero them first and gradient accumulation over
+// micro-batches needs no extra buffer. Any of dx, dw, db may be nullptr (not wanted); x is read
+// only for dw and w only for dx, so either may be nullptr when that gradient is not wanted.
+template <typename T>
+void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin, int Cout,
+                         int K, int stride, int pad_left, int pad_right, int dilation, int groups);
+
+}  // namespace vitscuda::kernels

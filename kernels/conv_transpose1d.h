@@ -1,0 +1,30 @@
+// 1-D transposed convolution (PyTorch nn.ConvTranspose1d with groups=1, dilation=1,
+// output_padding=0) and its backward.
+//
+// Layouts: x [B, Cin, Tin], w [Cin, Cout, K] (PyTorch's layout), b [Cout], y [B, Cout, Tout] with
+//   Tout = (Tin - 1)*stride - 2*padding + K
+//   y[n, o, t*stride + k - padding] += x[n, i, t] * w[i, o, k]   (positions outside [0, Tout) dropped)
+//
+// CPU: per batch element and tile of input columns, cols = W^T X by gemm (rows (o, k)), then an
+// overlap-add (col2im) into y. The backward is the matching im2col of dy and two gemms.
+#pragma once
+#include <cstdint>
+
+namespace vitscuda::kernels {
+
+inline int64_t conv_transpose1d_output_length(int64_t Tin, int K, int stride, int padding) {
+  return (Tin - 1) * stride - 2 * static_cast<int64_t>(padding) + K;
+}
+
+// y = conv_transpose1d(x, w) + b (b may be nullptr). y is overwritten.
+template <typename T>
+void conv_transpose1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int K,
+                                  int stride, int padding);
+
+// Gradients given dy [B, Cout, Tout], ACCUMULATED into dx, dw, db (each may be nullptr). x is read
+// only for dw and w only for dx, so either may be nullptr when that gradient is not wanted.
+template <typename T>
+void conv_transpose1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin,
+                                   int Cout, int K, int stride, int padding);
+
+}  // namespace vitscuda::kernels

@@ -1,0 +1,231 @@
+#include "kernels/conv1d.h"
+
+#include <vector>
+
+#include "kernels/cpu/im2col_gemm.h"
+#include "kernels/error.h"
+
+namespace vitscuda::kernels {
+
+namespace {
+
+using detail::col2im_add;
+using detail::gemm;
+using detail::im2col;
+using detail::tile_columns;
+using detail::valid_columns;
+
+constexpr int64_t kParallelWork = 32768;  // below this many multiply-adds a loop stays serial
+
+int64_t checked_output_length(const char* who, int B, int Cin, int Tin, int Cout, int K, int stride, int pad_left,
+                              int pad_right, int dilation, int groups) {
+  VC_CHECK(B >= 0 && Cin > 0 && Tin >= 0 && Cout > 0 && K > 0,
+           who << ": invalid sizes B=" << B << " Cin=" << Cin << " Tin=" << Tin << " Cout=" << Cout << " K=" << K);
+  VC_CHECK(stride >= 1 && dilation >= 1 && pad_left >= 0 && pad_right >= 0,
+           who << ": invalid stride " << stride << ", dilation " << dilation << " or padding (" << pad_left << ", "
+               << pad_right << ")");
+  VC_CHECK(groups >= 1 && Cin % groups == 0 && Cout % groups == 0,
+           who << ": groups " << groups << " must divide Cin " << Cin << " and Cout " << Cout);
+  const int64_t Tout = conv1d_output_length(Tin, K, stride, pad_left, pad_right, dilation);
+  VC_CHECK(Tout >= 1, who << ": input length " << Tin << " with padding (" << pad_left << ", " << pad_right
+                          << ") is shorter than the dilated kernel " << dilation * (K - 1) + 1);
+  return Tout;
+}
+
+// y[n, o, :] = b[o] (or 0). Serial: a gemm follows (see im2col_gemm.h on threading).
+template <typename T>
+void fill_bias(T* y, const T* b, int B, int Cout, int64_t Tout) {
+  for (int n = 0; n < B; ++n)
+    for (int o = 0; o < Cout; ++o) {
+      T* row = y + (static_cast<int64_t>(n) * Cout + o) * Tout;
+      const T value = b ? b[o] : T(0);
+      for (int64_t t = 0; t < Tout; ++t) row[t] = value;
+    }
+}
+
+// db[o] += sum over batch and time of dy[n, o, t] (summed in double). Serial, as fill_bias.
+template <typename T>
+void bias_backward(const T* dy, T* db, int B, int Cout, int64_t Tout) {
+  for (int o = 0; o < Cout; ++o) {
+    double sum = 0.0;
+    for (int n = 0; n < B; ++n) {
+      const T* row = dy + (static_cast<int64_t>(n) * Cout + o) * Tout;
+      for (int64_t t = 0; t < Tout; ++t) sum += row[t];
+    }
+    db[o] += static_cast<T>(sum);
+  }
+}
+
+// One input channel per group (depthwise, with `mult` = Cout/groups outputs per channel):
+// a direct loop beats a gemm with an inner dimension of K.
+template <typename T>
+void depthwise_forward(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int64_t Tout, int K,
+                       int stride, int pad_left, int dilation) {
+  const int mult = Cout / Cin;
+  const bool parallel = static_cast<int64_t>(B) * Cout * Tout * K > kParallelWork;
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+  for (int n = 0; n < B; ++n)
+    for (int o = 0; o < Cout; ++o) {
+      const T* xc = x + (static_cast<int64_t>(n) * Cin + o / mult) * Tin;
+      T* yr = y + (static_cast<int64_t>(n) * Cout + o) * Tout;
+      const T bias = b ? b[o] : T(0);
+      for (int64_t t = 0; t < Tout; ++t) yr[t] = bias;
+      for (int k = 0; k < K; ++k) {
+        const T wk = w[static_cast<int64_t>(o) * K + k];
+        const int64_t offset = static_cast<int64_t>(k) * dilation - pad_left;
+        int64_t lo, hi;
+        valid_columns(offset, stride, Tin, Tout, &lo, &hi);
+        if (stride == 1) {
+          for (int64_t j = lo; j < hi; ++j) yr[j] += wk * xc[offset + j];
+        } else {
+          for (int64_t j = lo; j < hi; ++j) yr[j] += wk * xc[offset + j * stride];
+        }
+      }
+    }
+}
+
+template <typename T>
+void depthwise_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, int B, int Cin, int Tin, int Cout,
+                        int64_t Tout, int K, int stride, int pad_left, int dilation) {
+  const int mult = Cout / Cin;
+  const bool parallel = static_cast<int64_t>(B) * Cout * Tout * K > kParallelWork;
+  if (dx) {
+    // Each thread owns one (batch, input channel) row of dx and loops over that channel's outputs.
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+    for (int n = 0; n < B; ++n)
+      for (int c = 0; c < Cin; ++c) {
+        T* dxc = dx + (static_cast<int64_t>(n) * Cin + c) * Tin;
+        for (int o = c * mult; o < (c + 1) * mult; ++o) {
+          const T* dyr = dy + (static_cast<int64_t>(n) * Cout + o) * Tout;
+          for (int k = 0; k < K; ++k) {
+            const T wk = w[static_cast<int64_t>(o) * K + k];
+            const int64_t offset = static_cast<int64_t>(k) * dilation - pad_left;
+            int64_t lo, hi;
+            valid_columns(offset, stride, Tin, Tout, &lo, &hi);
+            for (int64_t j = lo; j < hi; ++j) dxc[offset + j * stride] += wk * dyr[j];
+          }
+        }
+      }
+  }
+  if (dw) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int o = 0; o < Cout; ++o) {
+      for (int k = 0; k < K; ++k) {
+        const int64_t offset = static_cast<int64_t>(k) * dilation - pad_left;
+        int64_t lo, hi;
+        valid_columns(offset, stride, Tin, Tout, &lo, &hi);
+        double sum = 0.0;
+        for (int n = 0; n < B; ++n) {
+          const T* xc = x + (static_cast<int64_t>(n) * Cin + o / mult) * Tin;
+          const T* dyr = dy + (static_cast<int64_t>(n) * Cout + o) * Tout;
+          for (int64_t j = lo; j < hi; ++j) sum += static_cast<double>(dyr[j]) * xc[offset + j * stride];
+        }
+        dw[static_cast<int64_t>(o) * K + k] += static_cast<T>(sum);
+      }
+    }
+  }
+}
+
+bool is_pointwise(int K, int stride, int pad_left, int pad_right) {
+  return K == 1 && stride == 1 && pad_left == 0 && pad_right == 0;
+}
+
+}  // namespace
+
+template <typename T>
+void conv1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int K, int stride,
+                        int pad_left, int pad_right, int dilation, int groups) {
+  const int64_t Tout =
+      checked_output_length("conv1d", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+  const int cin_g = Cin / groups, cout_g = Cout / groups;
+  if (cin_g == 1) {
+    depthwise_forward(x, w, b, y, B, Cin, Tin, Cout, Tout, K, stride, pad_left, dilation);
+    return;
+  }
+  fill_bias(y, b, B, Cout, Tout);
+  const int64_t rows = static_cast<int64_t>(cin_g) * K;
+  const int64_t w_group = static_cast<int64_t>(cout_g) * rows;
+  if (is_pointwise(K, stride, pad_left, pad_right)) {
+    for (int n = 0; n < B; ++n)
+      for (int g = 0; g < groups; ++g)
+        gemm(false, false, cout_g, static_cast<int>(Tout), cin_g, T(1), w + g * w_group, cin_g,
+             x + (static_cast<int64_t>(n) * Cin + static_cast<int64_t>(g) * cin_g) * Tin, Tin, T(1),
+             y + (static_cast<int64_t>(n) * Cout + static_cast<int64_t>(g) * cout_g) * Tout, static_cast<int>(Tout));
+    return;
+  }
+  const int64_t tile = tile_columns(rows, Tout);
+  std::vector<T> col(static_cast<size_t>(rows * tile));
+  for (int n = 0; n < B; ++n)
+    for (int g = 0; g < groups; ++g) {
+      const T* xg = x + (static_cast<int64_t>(n) * Cin + static_cast<int64_t>(g) * cin_g) * Tin;
+      T* yg = y + (static_cast<int64_t>(n) * Cout + static_cast<int64_t>(g) * cout_g) * Tout;
+      for (int64_t t0 = 0; t0 < Tout; t0 += tile) {
+        const int64_t cols = std::min(tile, Tout - t0);
+        im2col(xg, cin_g, Tin, K, stride, pad_left, dilation, t0, cols, col.data());
+        gemm(false, false, cout_g, static_cast<int>(cols), static_cast<int>(rows), T(1), w + g * w_group,
+             static_cast<int>(rows), col.data(), static_cast<int>(cols), T(1), yg + t0, static_cast<int>(Tout));
+      }
+    }
+}
+
+template <typename T>
+void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin, int Cout,
+                         int K, int stride, int pad_left, int pad_right, int dilation, int groups) {
+  const int64_t Tout =
+      checked_output_length("conv1d backward", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+  if (db) bias_backward(dy, db, B, Cout, Tout);
+  if (!dx && !dw) return;
+  const int cin_g = Cin / groups, cout_g = Cout / groups;
+  if (cin_g == 1) {
+    depthwise_backward(x, w, dy, dx, dw, B, Cin, Tin, Cout, Tout, K, stride, pad_left, dilation);
+    return;
+  }
+  const int64_t rows = static_cast<int64_t>(cin_g) * K;
+  const int64_t w_group = static_cast<int64_t>(cout_g) * rows;
+  const int tout = static_cast<int>(Tout);
+  if (is_pointwise(K, stride, pad_left, pad_right)) {
+    for (int n = 0; n < B; ++n)
+      for (int g = 0; g < groups; ++g) {
+        const int64_t x_off = (static_cast<int64_t>(n) * Cin + static_cast<int64_t>(g) * cin_g) * Tin;
+        const T* dyg = dy + (static_cast<int64_t>(n) * Cout + static_cast<int64_t>(g) * cout_g) * Tout;
+        // dw_g [cout_g, cin_g] += dy_g [cout_g, T] x_g^T;  dx_g [cin_g, T] += w_g^T dy_g.
+        if (dw) gemm(false, true, cout_g, cin_g, tout, T(1), dyg, tout, x + x_off, Tin, T(1), dw + g * w_group, cin_g);
+        if (dx) gemm(true, false, cin_g, tout, cout_g, T(1), w + g * w_group, cin_g, dyg, tout, T(1), dx + x_off, Tin);
+      }
+    return;
+  }
+  const int64_t tile = tile_columns(rows, Tout);
+  std::vector<T> col(static_cast<size_t>(rows * tile));
+  for (int n = 0; n < B; ++n)
+    for (int g = 0; g < groups; ++g) {
+      const int64_t x_off = (static_cast<int64_t>(n) * Cin + static_cast<int64_t>(g) * cin_g) * Tin;
+      const T* dyg = dy + (static_cast<int64_t>(n) * Cout + static_cast<int64_t>(g) * cout_g) * Tout;
+      for (int64_t t0 = 0; t0 < Tout; t0 += tile) {
+        const int cols = static_cast<int>(std::min(tile, Tout - t0));
+        if (dw) {
+          // dw_g [cout_g, rows] += dy_tile [cout_g, cols] col^T.
+          im2col(x + x_off, cin_g, Tin, K, stride, pad_left, dilation, t0, cols, col.data());
+          gemm(false, true, cout_g, static_cast<int>(rows), cols, T(1), dyg + t0, tout, col.data(), cols, T(1),
+               dw + g * w_group, static_cast<int>(rows));
+        }
+        if (dx) {
+          // dcol [rows, cols] = w_g^T dy_tile, then overlap-added back onto the input positions.
+          gemm(true, false, static_cast<int>(rows), cols, cout_g, T(1), w + g * w_group, static_cast<int>(rows),
+               dyg + t0, tout, T(0), col.data(), cols);
+          col2im_add(col.data(), cin_g, Tin, K, stride, pad_left, dilation, t0, cols, dx + x_off);
+        }
+      }
+    }
+}
+
+#define VITSCUDA_INSTANTIATE_CONV1D(T)                                                                               \
+  template void conv1d_forward_cpu<T>(const T*, const T*, const T*, T*, int, int, int, int, int, int, int, int, int, \
+                                      int);                                                                          \
+  template void conv1d_backward_cpu<T>(const T*, const T*, const T*, T*, T*, T*, int, int, int, int, int, int, int,  \
+                                       int, int, int);
+
+VITSCUDA_INSTANTIATE_CONV1D(float)
+VITSCUDA_INSTANTIATE_CONV1D(double)
+#undef VITSCUDA_INSTANTIATE_CONV1D
+
+}  // namespace vitscuda::kernels
