@@ -1,0 +1,462 @@
+// Pointwise, layout, softmax, attention and spline ops (forward + tape-recorded backward).
+#include <algorithm>
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "kernels/attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/error.h"
+#include "kernels/spline.h"
+
+namespace vitscuda::ops {
+
+namespace {
+
+void check_cpu(const char* op, const Tensor& t) {
+  VC_CHECK(t.defined(), op << ": undefined input");
+  VC_CHECK(t.device() == Device::CPU, op << " has only a CPU implementation so far; got " << t.describe());
+}
+
+template <typename F>
+void dispatch(DType dtype, F f) {
+  if (dtype == DType::F32)
+    f(float{});
+  else
+    f(double{});
+}
+
+int normalize_dim(const char* op, const Tensor& x, int dim) {
+  const int d = dim < 0 ? dim + x.ndim() : dim;
+  VC_CHECK(d >= 0 && d < x.ndim(), op << ": dim " << dim << " out of range for " << x.describe());
+  return d;
+}
+
+// [outer, mid, inner] around dimension d.
+void split_at(const Tensor& x, int d, int64_t& outer, int64_t& mid, int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int i = 0; i < d; ++i) outer *= x.dim(i);
+  mid = x.dim(d);
+  for (int i = d + 1; i < x.ndim(); ++i) inner *= x.dim(i);
+}
+
+Tensor unary(const char* name, kernels::UnaryOp op, const Tensor& x, double param) {
+  check_cpu(name, x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::unary_forward_cpu<T>(op, x.data<T>(), y.data<T>(), x.numel(), param);
+  });
+  if (op != kernels::UnaryOp::Ceil && autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    Tensor xs = x.detach(), ys = y.detach();
+    autograd::record(name, y, [slot, xs, ys, op, param](const Tensor& dy) {
+      Tensor dx = slot->accumulator(xs.shape());
+      dispatch(dy.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        kernels::unary_backward_cpu<T>(op, xs.data<T>(), ys.data<T>(), dy.data<T>(), dx.data<T>(), xs.numel(), param);
+      });
+    });
+  }
+  return y;
+}
+
+struct Broadcast {
+  Shape shape;
+  std::vector<int64_t> a_strides, b_strides;
+};
+
+Broadcast broadcast(const char* op, const Tensor& a, const Tensor& b) {
+  const int nd = std::max(a.ndim(), b.ndim());
+  VC_CHECK(nd <= 6, op << ": more than 6 dimensions");
+  Broadcast r;
+  r.shape.assign(nd, 1);
+  r.a_strides.assign(nd, 0);
+  r.b_strides.assign(nd, 0);
+  auto strides_of = [&](const Tensor& t, std::vector<int64_t>& s) {
+    int64_t stride = 1;
+    for (int i = t.ndim() - 1; i >= 0; --i) {
+      const int o = i + nd - t.ndim();
+      s[o] = t.dim(i) == 1 ? 0 : stride;
+      stride *= t.dim(i);
+    }
+  };
+  for (int o = 0; o < nd; ++o) {
+    const int ia = o - (nd - a.ndim()), ib = o - (nd - b.ndim());
+    const int64_t da = ia >= 0 ? a.dim(ia) : 1, db = ib >= 0 ? b.dim(ib) : 1;
+    VC_CHECK(da == db || da == 1 || db == 1,
+             op << ": shapes " << shape_str(a.shape()) << " and " << shape_str(b.shape()) << " do not broadcast");
+    r.shape[o] = std::max(da, db);
+    if (da == 0 || db == 0) r.shape[o] = 0;
+  }
+  strides_of(a, r.a_strides);
+  strides_of(b, r.b_strides);
+  return r;
+}
+
+Tensor binary(const char* name, kernels::BinaryOp op, const Tensor& a, const Tensor& b) {
+  check_cpu(name, a);
+  check_cpu(name, b);
+  VC_CHECK(a.dtype() == b.dtype(), name << ": dtypes differ: " << a.describe() << " and " << b.describe());
+  Broadcast bc = broadcast(name, a, b);
+  Tensor y = Tensor::empty(bc.shape, a.dtype());
+  const int nd = static_cast<int>(bc.shape.size());
+  dispatch(a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::binary_forward_cpu<T>(op, a.data<T>(), bc.a_strides.data(), b.data<T>(), bc.b_strides.data(),
+                                   y.data<T>(), bc.shape.data(), nd);
+  });
+  if (autograd::needs_grad({&a, &b})) {
+    auto sa = a.grad_slot(), sb = b.grad_slot();
+    const bool keep_a = sb && (op == kernels::BinaryOp::Mul || op == kernels::BinaryOp::Div);
+    const bool keep_b = op == kernels::BinaryOp::Mul || op == kernels::BinaryOp::Div;
+    Tensor as = keep_a ? a.detach() : Tensor(), bs = keep_b ? b.detach() : Tensor();
+    const Shape a_shape = a.shape(), b_shape = b.shape();
+    autograd::record(name, y, [sa, sb, as, bs, a_shape, b_shape, bc, op](const Tensor& dy) {
+      Tensor da = sa ? sa->accumulator(a_shape) : Tensor();
+      Tensor db = sb ? sb->accumulator(b_shape) : Tensor();
+      dispatch(dy.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        kernels::binary_backward_cpu<T>(op, as.defined() ? as.data<T>() : nullptr, bc.a_strides.data(),
+                                        bs.defined() ? bs.data<T>() : nullptr, bc.b_strides.data(), dy.data<T>(),
+                                        da.defined() ? da.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr,
+                                        bc.shape.data(), static_cast<int>(bc.shape.size()));
+      });
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return binary("add", kernels::BinaryOp::Add, a, b); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary("sub", kernels::BinaryOp::Sub, a, b); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary("mul", kernels::BinaryOp::Mul, a, b); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary("div", kernels::BinaryOp::Div, a, b); }
+Tensor scale(const Tensor& x, double s) { return unary("scale", kernels::UnaryOp::Scale, x, s); }
+Tensor add_scalar(const Tensor& x, double s) { return unary("add_scalar", kernels::UnaryOp::AddScalar, x, s); }
+Tensor relu(const Tensor& x) { return unary("relu", kernels::UnaryOp::Relu, x, 0); }
+Tensor leaky_relu(const Tensor& x, double slope) { return unary("leaky_relu", kernels::UnaryOp::LeakyRelu, x, slope); }
+Tensor gelu(const Tensor& x) { return unary("gelu", kernels::UnaryOp::Gelu, x, 0); }
+Tensor tanh(const Tensor& x) { return unary("tanh", kernels::UnaryOp::Tanh, x, 0); }
+Tensor sigmoid(const Tensor& x) { return unary("sigmoid", kernels::UnaryOp::Sigmoid, x, 0); }
+Tensor exp(const Tensor& x) { return unary("exp", kernels::UnaryOp::Exp, x, 0); }
+Tensor log(const Tensor& x) { return unary("log", kernels::UnaryOp::Log, x, 0); }
+Tensor softplus(const Tensor& x) { return unary("softplus", kernels::UnaryOp::Softplus, x, 0); }
+Tensor ceil(const Tensor& x) { return unary("ceil", kernels::UnaryOp::Ceil, x, 0); }
+Tensor clamp_min(const Tensor& x, double lo) { return unary("clamp_min", kernels::UnaryOp::ClampMin, x, lo); }
+
+Tensor activation(const Tensor& x, const std::string& name) {
+  if (name == "relu") return relu(x);
+  if (name == "gelu") return gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return unary("gelu_tanh", kernels::UnaryOp::GeluTanh, x, 0);
+  if (name == "silu" || name == "swish") return unary("silu", kernels::UnaryOp::Silu, x, 0);
+  if (name == "tanh") return tanh(x);
+  if (name == "sigmoid") return sigmoid(x);
+  VC_FAIL("activation '" << name << "' is not supported (relu, gelu, gelu_new, silu, swish, tanh, sigmoid)");
+}
+
+Tensor gated_tanh_sigmoid(const Tensor& x) {
+  check_cpu("gated_tanh_sigmoid", x);
+  VC_CHECK(x.ndim() == 3 && x.dim(1) % 2 == 0, "gated_tanh_sigmoid: x must be [B, 2C, T], got " << x.describe());
+  const int64_t B = x.dim(0), C = x.dim(1) / 2, T = x.dim(2);
+  Tensor y = Tensor::empty({B, C, T}, x.dtype());
+  dispatch(x.dtype(), [&](auto tag) {
+    using V = decltype(tag);
+    kernels::gated_tanh_sigmoid_forward_cpu<V>(x.data<V>(), y.data<V>(), B, C, T);
+  });
+  if (autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    Tensor xs = x.detach();
+    autograd::record("gated_tanh_sigmoid", y, [slot, xs, B, C, T](const Tensor& dy) {
+      Tensor dx = slot->accumulator(xs.shape());
+      dispatch(dy.dtype(), [&](auto tag) {
+        using V = decltype(tag);
+        kernels::gated_tanh_sigmoid_backward_cpu<V>(xs.data<V>(), dy.data<V>(), dx.data<V>(), B, C, T);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor transpose(const Tensor& x, int dim0, int dim1) {
+  check_cpu("transpose", x);
+  int a = normalize_dim("transpose", x, dim0), b = normalize_dim("transpose", x, dim1);
+  if (a > b) std::swap(a, b);
+  Shape out_shape = x.shape();
+  std::swap(out_shape[a], out_shape[b]);
+  Tensor y = Tensor::empty(out_shape, x.dtype());
+  if (a == b) {
+    y.copy_from(x);
+  } else {
+    int64_t d0 = 1, d2 = 1, d4 = 1;
+    for (int i = 0; i < a; ++i) d0 *= x.dim(i);
+    for (int i = a + 1; i < b; ++i) d2 *= x.dim(i);
+    for (int i = b + 1; i < x.ndim(); ++i) d4 *= x.dim(i);
+    const int64_t d1 = x.dim(a), d3 = x.dim(b);
+    dispatch(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      kernels::swap_axes_cpu<T>(x.data<T>(), y.data<T>(), d0, d1, d2, d3, d4, false);
+    });
+    if (autograd::needs_grad({&x})) {
+      auto slot = x.grad_slot();
+      const Shape in_shape = x.shape();
+      autograd::record("transpose", y, [slot, in_shape, d0, d1, d2, d3, d4](const Tensor& dy) {
+        Tensor dx = slot->accumulator(in_shape);
+        dispatch(dy.dtype(), [&](auto tag) {
+          using T = decltype(tag);
+          kernels::swap_axes_cpu<T>(dy.data<T>(), dx.data<T>(), d0, d3, d2, d1, d4, true);
+        });
+      });
+    }
+    return y;
+  }
+  if (autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    const Shape in_shape = x.shape();
+    autograd::record("transpose", y, [slot, in_shape](const Tensor& dy) {
+      Tensor dx = slot->accumulator(in_shape);
+      dispatch(dy.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        kernels::unary_backward_cpu<T>(kernels::UnaryOp::AddScalar, nullptr, nullptr, dy.data<T>(), dx.data<T>(),
+                                       dy.numel(), 0.0);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
+  check_cpu("narrow", x);
+  const int d = normalize_dim("narrow", x, dim);
+  VC_CHECK(start >= 0 && length >= 0 && start + length <= x.dim(d),
+           "narrow: [" << start << ", " << start + length << ") outside dim " << d << " of " << x.describe());
+  int64_t outer, mid, inner;
+  split_at(x, d, outer, mid, inner);
+  Shape s = x.shape();
+  s[d] = length;
+  Tensor y = Tensor::empty(s, x.dtype());
+  dispatch(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::slice_forward_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, start, length);
+  });
+  if (autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    const Shape in_shape = x.shape();
+    autograd::record("narrow", y, [slot, in_shape, outer, mid, inner, start, length](const Tensor& dy) {
+      Tensor dx = slot->accumulator(in_shape);
+      dispatch(dy.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        kernels::slice_backward_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, start, length);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor cat(const std::vector<Tensor>& xs, int dim) {
+  VC_CHECK(!xs.empty(), "cat: no tensors");
+  for (const Tensor& x : xs) check_cpu("cat", x);
+  const int d = normalize_dim("cat", xs[0], dim);
+  Shape s = xs[0].shape();
+  int64_t total = 0;
+  for (const Tensor& x : xs) {
+    VC_CHECK(x.ndim() == xs[0].ndim() && x.dtype() == xs[0].dtype(),
+             "cat: " << x.describe() << " does not match " << xs[0].describe());
+    for (int i = 0; i < x.ndim(); ++i)
+      VC_CHECK(i == d || x.dim(i) == xs[0].dim(i), "cat: " << x.describe() << " does not match " << xs[0].describe()
+                                                            << " outside dim " << d);
+    total += x.dim(d);
+  }
+  s[d] = total;
+  Tensor y = Tensor::empty(s, xs[0].dtype());
+  int64_t outer, mid, inner;
+  split_at(y, d, outer, mid, inner);
+  int64_t offset = 0;
+  std::vector<int64_t> offsets;
+  for (const Tensor& x : xs) {
+    offsets.push_back(offset);
+    const int64_t len = x.dim(d);
+    dispatch(x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      // y[:, offset:offset+len, :] = x, via the slice backward on a zeroed destination block.
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy(x.data<T>() + o * len * inner, x.data<T>() + (o + 1) * len * inner,
+                  y.data<T>() + (o * mid + offset) * inner);
+    });
+    offset += len;
+  }
+  if (autograd::needs_grad(xs)) {
+    std::vector<std::shared_ptr<autograd::GradSlot>> slots;
+    std::vector<Shape> shapes;
+    for (const Tensor& x : xs) {
+      slots.push_back(x.grad_slot());
+      shapes.push_back(x.shape());
+    }
+    autograd::record("cat", y, [slots, shapes, offsets, d, outer, mid, inner](const Tensor& dy) {
+      for (size_t i = 0; i < slots.size(); ++i) {
+        if (!slots[i]) continue;
+        Tensor dx = slots[i]->accumulator(shapes[i]);
+        dispatch(dy.dtype(), [&](auto tag) {
+          using T = decltype(tag);
+          // dx += dy[:, offset:offset+len, :]
+          Tensor piece = Tensor::empty(shapes[i], dy.dtype());
+          kernels::slice_forward_cpu<T>(dy.data<T>(), piece.data<T>(), outer, mid, inner, offsets[i], shapes[i][d]);
+          kernels::unary_backward_cpu<T>(kernels::UnaryOp::AddScalar, nullptr, nullptr, piece.data<T>(), dx.data<T>(),
+                                         piece.numel(), 0.0);
+        });
+      }
+    });
+  }
+  return y;
+}
+
+Tensor flip(const Tensor& x, int dim) {
+  check_cpu("flip", x);
+  const int d = normalize_dim("flip", x, dim);
+  int64_t outer, mid, inner;
+  split_at(x, d, outer, mid, inner);
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::flip_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, false);
+  });
+  if (autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    const Shape in_shape = x.shape();
+    autograd::record("flip", y, [slot, in_shape, outer, mid, inner](const Tensor& dy) {
+      Tensor dx = slot->accumulator(in_shape);
+      dispatch(dy.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        kernels::flip_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, true);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor sum(const Tensor& x, int dim, bool keepdim) {
+  check_cpu("sum", x);
+  const int d = normalize_dim("sum", x, dim);
+  int64_t outer, mid, inner;
+  split_at(x, d, outer, mid, inner);
+  Shape s = x.shape();
+  if (keepdim)
+    s[d] = 1;
+  else
+    s.erase(s.begin() + d);
+  Tensor y = Tensor::empty(s, x.dtype());
+  dispatch(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::sum_mid_forward_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner);
+  });
+  if (autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    const Shape in_shape = x.shape();
+    autograd::record("sum", y, [slot, in_shape, outer, mid, inner](const Tensor& dy) {
+      Tensor dx = slot->accumulator(in_shape);
+      dispatch(dy.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        kernels::sum_mid_backward_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor softmax(const Tensor& x) {
+  check_cpu("softmax", x);
+  const int64_t n = x.dim(-1), rows = x.numel() / std::max<int64_t>(n, 1);
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch(x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    kernels::softmax_forward_cpu<T>(x.data<T>(), y.data<T>(), rows, n);
+  });
+  if (autograd::needs_grad({&x})) {
+    auto slot = x.grad_slot();
+    Tensor ys = y.detach();
+    autograd::record("softmax", y, [slot, ys, rows, n](const Tensor& dy) {
+      Tensor dx = slot->accumulator(ys.shape());
+      dispatch(dy.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        kernels::softmax_backward_cpu<T>(ys.data<T>(), dy.data<T>(), dx.data<T>(), rows, n);
+      });
+    });
+  }
+  return y;
+}
+
+Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& emb_rel_k,
+                          const Tensor& emb_rel_v, const Tensor& key_mask, int window) {
+  for (const Tensor* t : {&q, &k, &v, &key_mask}) check_cpu("relative_attention", *t);
+  VC_CHECK(q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape(),
+           "relative_attention: q, k, v must be equal [B, H, T, D], got " << q.describe() << ", " << k.describe()
+                                                                          << ", " << v.describe());
+  const int64_t B = q.dim(0), H = q.dim(1), T = q.dim(2), D = q.dim(3);
+  VC_CHECK(key_mask.numel() == B * T, "relative_attention: key mask " << key_mask.describe() << " for [B=" << B
+                                                                      << ", T=" << T << "]");
+  VC_CHECK(window >= 0, "relative_attention: negative window " << window);
+  if (window > 0)
+    for (const Tensor* e : {&emb_rel_k, &emb_rel_v})
+      VC_CHECK(e->defined() && e->numel() == (2 * window + 1) * D,
+               "relative_attention: relative embeddings must be [1, " << 2 * window + 1 << ", " << D << "], got "
+                                                                      << (e->defined() ? e->describe() : "undefined"));
+  Tensor out = Tensor::empty(q.shape(), q.dtype());
+  Tensor probs = Tensor::empty({B * H, T, T}, q.dtype());
+  Tensor mask = key_mask.dtype() == q.dtype() ? key_mask : key_mask.to(q.dtype());
+  Tensor ek = window > 0 ? emb_rel_k : Tensor(), ev = window > 0 ? emb_rel_v : Tensor();
+  dispatch(q.dtype(), [&](auto tag) {
+    using V = decltype(tag);
+    kernels::relative_attention_forward_cpu<V>(q.data<V>(), k.data<V>(), v.data<V>(),
+                                               ek.defined() ? ek.data<V>() : nullptr,
+                                               ev.defined() ? ev.data<V>() : nullptr, mask.data<V>(), out.data<V>(),
+                                               probs.data<V>(), B, H, T, D, window);
+  });
+  if (autograd::needs_grad({&q, &k, &v, &ek, &ev})) {
+    auto sq = q.grad_slot(), sk = k.grad_slot(), sv = v.grad_slot();
+    auto sek = ek.defined() ? ek.grad_slot() : nullptr, sev = ev.defined() ? ev.grad_slot() : nullptr;
+    Tensor qs = q.detach(), ks = k.detach(), vs = v.detach(), eks = ek.detach(), evs = ev.detach();
+    Tensor ps = probs;
+    autograd::record("relative_attention", out,
+                     [=](const Tensor& dy) {
+                       Tensor dq = sq ? sq->accumulator(qs.shape()) : Tensor();
+                       Tensor dk = sk ? sk->accumulator(ks.shape()) : Tensor();
+                       Tensor dv = sv ? sv->accumulator(vs.shape()) : Tensor();
+                       Tensor dek = sek ? sek->accumulator(eks.shape()) : Tensor();
+                       Tensor dev = sev ? sev->accumulator(evs.shape()) : Tensor();
+                       dispatch(dy.dtype(), [&](auto tag) {
+                         using V = decltype(tag);
+                         auto ptr = [](const Tensor& t) { return t.defined() ? t.data<V>() : nullptr; };
+                         kernels::relative_attention_backward_cpu<V>(
+                             qs.data<V>(), ks.data<V>(), vs.data<V>(), ptr(eks), ptr(evs), ps.data<V>(),
+                             dy.data<V>(), ptr(dq), ptr(dk), ptr(dv), ptr(dek), ptr(dev), B, H, T, D, window);
+                       });
+                     });
+  }
+  return out;
+}
+
+std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const Tensor& widths, const Tensor& heights,
+                                                    const Tensor& derivatives, bool reverse, double tail_bound) {
+  for (const Tensor* t : {&inputs, &widths, &heights, &derivatives}) check_cpu("rational_quadratic_spline", *t);
+  const int64_t n = inputs.numel();
+  VC_CHECK(widths.ndim() == 2 && widths.dim(0) == n && heights.shape() == widths.shape() &&
+               derivatives.ndim() == 2 && derivatives.dim(0) == n && derivatives.dim(1) == widths.dim(1) - 1,
+           "rational_quadratic_spline: expected inputs [N], widths/heights [N, bins], derivatives [N, bins-1]; got "
+               << inputs.describe() << ", " << widths.describe() << ", " << heights.describe() << ", "
+               << derivatives.describe());
+  VC_CHECK(!autograd::needs_grad({&inputs, &widths, &heights, &derivatives}),
+           "rational_quadratic_spline: no backward yet (the duration predictor is frozen in mel-mode training)");
+  Tensor out = Tensor::empty(inputs.shape(), inputs.dtype());
+  Tensor logdet = Tensor::empty(inputs.shape(), inputs.dtype());
+  dispatch(inputs.dtype(), [&](auto tag) {
+    using V = decltype(tag);
+    kernels::rational_quadratic_spline_forward_cpu<V>(inputs.data<V>(), widths.data<V>(), heights.data<V>(),
+                                                      derivatives.data<V>(), out.data<V>(), logdet.data<V>(), n,
+                                                      static_cast<int>(widths.dim(1)), reverse, tail_bound);
+  });
+  return {out, logdet};
+}
+
+}  // namespace vitscuda::ops
