@@ -1,0 +1,143 @@
+// Golden gradients: the mel-mode training step against torch autograd on transformers'
+// VitsModel modules (tools/golden/make_golden_gradients.py), loss and every parameter gradient.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "engine/autograd.h"
+#include "io/safetensors.h"
+#include "model/model_dir.h"
+#include "model/train_step.h"
+#include "support/test_support.h"
+
+using namespace vitscuda;
+
+namespace {
+
+struct GoldenStep {
+  model::LoadedModel loaded;
+  io::SafetensorsFile file;
+  model::MelSpectrogram mel;
+  std::vector<model::TrainingItem> batch;
+  model::TrainStepOptions options;
+};
+
+int meta_int(const io::SafetensorsFile& f, const char* key) { return std::stoi(f.metadata().at(key)); }
+double meta_double(const io::SafetensorsFile& f, const char* key) { return std::stod(f.metadata().at(key)); }
+
+GoldenStep load_step(const std::string& name) {
+  const std::string path = vitscuda::testing::data_path("golden/tiny_sdp_train/" + name);
+  io::SafetensorsFile f = io::SafetensorsFile::open(path);
+  model::MelConfig mc;
+  mc.sample_rate = meta_int(f, "sample_rate");
+  mc.n_fft = meta_int(f, "n_fft");
+  mc.hop = meta_int(f, "hop");
+  mc.win = meta_int(f, "win");
+  mc.n_mels = meta_int(f, "n_mels");
+  GoldenStep g{model::load_model_dir(vitscuda::testing::data_path("golden/tiny_sdp")), f, model::MelSpectrogram(mc), {}, {}};
+  Tensor ids = f.load_f32("input_ids"), mask = f.load_f32("attention_mask");
+  const int64_t B = ids.dim(0), T = ids.dim(1);
+  for (int64_t b = 0; b < B; ++b) {
+    model::TrainingItem item;
+    for (int64_t t = 0; t < T; ++t)
+      if (mask.data<float>()[b * T + t] > 0.5f) item.ids.push_back(static_cast<int32_t>(ids.data<float>()[b * T + t]));
+    item.wave = f.load_f32("target_wave_" + std::to_string(b)).to_float_vector();
+    g.batch.push_back(item);
+  }
+  g.options.noise_scale = meta_double(f, "noise_scale");
+  g.options.noise_scale_duration = meta_double(f, "noise_scale_duration");
+  g.options.segment_frames = meta_int(f, "segment_frames");
+  g.options.duration_noise = f.load_f32("duration_noise");
+  g.options.prior_noise = f.load_f32("prior_noise");
+  if (f.find("segment_starts")) {
+    Tensor s = f.load_f32("segment_starts");
+    for (int64_t i = 0; i < s.numel(); ++i) g.options.segment_starts.push_back(static_cast<int64_t>(s.data<float>()[i]));
+  }
+  return g;
+}
+
+class GoldenGradients : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenGradients, LossAndEveryParameterGradientMatchTorch) {
+  GoldenStep g = load_step(GetParam());
+  model::VitsModel& vits = *g.loaded.model;
+  vits.params().enable_grad(model::trainable_in_mel_mode);
+
+  // The filterbank is ours; torch's came from librosa.
+  Tensor fb = g.file.load_f32("mel_filterbank");
+  ASSERT_EQ(static_cast<size_t>(fb.numel()), g.mel.filterbank().size());
+  double fb_err = 0;
+  for (int64_t i = 0; i < fb.numel(); ++i)
+    fb_err = std::max(fb_err, std::fabs(static_cast<double>(fb.data<float>()[i]) - g.mel.filterbank()[i]));
+  EXPECT_LT(fb_err, 1e-6);
+
+  autograd::Tape tape;
+  Rng rng(0);
+  model::TrainStepResult r;
+  {
+    autograd::RecordingScope recording(tape);
+    r = model::mel_training_forward(vits, g.mel, g.batch, g.options, rng);
+  }
+  // Durations are integers from largest-remainder rounding: exact.
+  Tensor durations = g.file.load_f32("durations");
+  const int64_t T = durations.dim(2);
+  for (size_t b = 0; b < r.durations.size(); ++b)
+    for (size_t t = 0; t < r.durations[b].size(); ++t)
+      EXPECT_EQ(r.durations[b][t], static_cast<int32_t>(durations.data<float>()[b * T + t])) << "item " << b << " token " << t;
+
+  Tensor gen = g.file.load_f32("generated_logmel");
+  ASSERT_EQ(r.generated_logmel.shape(), gen.shape());
+  // Log-mel of a generated waveform in fp32: the log magnifies rounding in quiet bands (see test_mel.cpp).
+  EXPECT_LT(vitscuda::testing::max_abs_diff(r.generated_logmel, gen), 1e-3);
+
+  const double expected_loss = g.file.load_f32("loss").data<float>()[0];
+  const double loss = r.loss.data<float>()[0];
+  std::printf("  %s: loss %.7f (torch %.7f), relative error %.2e\n", GetParam().c_str(), loss, expected_loss,
+              std::fabs(loss - expected_loss) / expected_loss);
+  EXPECT_LT(std::fabs(loss - expected_loss) / expected_loss, 1e-5);
+
+  tape.backward(r.loss);
+  size_t checked = 0;
+  double worst = 0;
+  std::string worst_name;
+  for (const ParameterInfo& p : vits.params().params()) {
+    const io::SafetensorsEntry* e = g.file.find("grad." + p.name);
+    if (!vits.params().trainable(p.name)) {
+      EXPECT_EQ(e, nullptr) << p.name << " is frozen here but torch trained it";
+      continue;
+    }
+    ASSERT_NE(e, nullptr) << "torch has no gradient for trainable " << p.name;
+    Tensor expected = g.file.load_f32(e->name).reshape(p.shape);
+    Tensor ours = vits.params().grad(p.name);
+    ++checked;
+    if (p.name.find("attention.k_proj.bias") != std::string::npos) {
+      // Softmax is invariant to a per-query shift, so the key bias's true gradient is 0; both sides hold
+      // rounding noise (torch ~1e-11). Check it is negligible instead of a relative error of noise.
+      EXPECT_LT(vitscuda::testing::max_abs_diff(ours, Tensor::zeros(p.shape)), 1e-6) << p.name;
+      continue;
+    }
+    const double err = vitscuda::testing::relative_l2(ours, expected);
+    if (err > worst) {
+      worst = err;
+      worst_name = p.name;
+    }
+    // fp32 on both sides; a float64 torch run differs from its float32 one by <= 3e-6 per tensor.
+    EXPECT_LT(err, 1e-4) << p.name;
+  }
+  std::printf("  %s: %zu parameter gradients, worst relative L2 error %.2e (%s)\n", GetParam().c_str(), checked, worst,
+              worst_name.c_str());
+  EXPECT_EQ(checked, static_cast<size_t>(std::count_if(g.file.entries().begin(), g.file.entries().end(),
+                                                       [](const io::SafetensorsEntry& e) {
+                                                         return e.name.rfind("grad.", 0) == 0;
+                                                       })));
+}
+
+INSTANTIATE_TEST_SUITE_P(Steps, GoldenGradients,
+                         ::testing::Values("step_whole.safetensors", "step_segment.safetensors"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param.find("whole") != std::string::npos ? std::string("whole_utterance")
+                                                                               : std::string("segment");
+                         });
+
+}  // namespace
