@@ -6,5 +6,6 @@ namespace vitscuda::cli {
 
 void register_synth(CLI::App& app);
 void register_info(CLI::App& app);
+void register_selftest(CLI::App& app);
 
 }  // namespace vitscuda::cli

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   vitscuda::cli::register_synth(app);
   vitscuda::cli::register_info(app);
+  vitscuda::cli::register_selftest(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
