@@ -108,9 +108,11 @@ void run_selftest(const SelftestArgs& a) {
       return std::all_of(d, d + t.numel(), [](float v) { return std::isfinite(v); });
     };
     const int64_t frames = r.frames[0];
+    const int64_t decoded = r.generated_logmel.dim(2);
     failures += report(r.generated_logmel.defined() && all_finite(r.generated_logmel),
-                       "forward gives a waveform: " + std::to_string(frames * c.total_upsample()) + " samples (" +
-                           std::to_string(frames) + " frames, durations scaled to the target)");
+                       "forward gives a waveform: " + std::to_string(decoded * c.total_upsample()) + " samples (" +
+                           std::to_string(decoded) + " of the target's " + std::to_string(frames) +
+                           " frames; durations scaled to the target)");
     failures += report(r.generated_logmel.dim(1) == mel.n_mels() && all_finite(r.target_logmel),
                        "mel computed: " + std::to_string(r.generated_logmel.dim(1)) + " mel bins x " +
                            std::to_string(r.generated_logmel.dim(2)) + " frames, both sides finite");
