@@ -6,6 +6,10 @@ namespace vitscuda::cli {
 
 void register_synth(CLI::App& app);
 void register_info(CLI::App& app);
+void register_prepare(CLI::App& app);
 void register_selftest(CLI::App& app);
+void register_train(CLI::App& app);
+// Exit status of a `train` run (0 when no training ran).
+int train_exit_code();
 
 }  // namespace vitscuda::cli

@@ -10,7 +10,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   vitscuda::cli::register_synth(app);
   vitscuda::cli::register_info(app);
+  vitscuda::cli::register_prepare(app);
   vitscuda::cli::register_selftest(app);
+  vitscuda::cli::register_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -19,5 +21,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  return 0;
+  return vitscuda::cli::train_exit_code();
 }

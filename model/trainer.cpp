@@ -58,7 +58,7 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
     {
       autograd::RecordingScope recording(tape);
       r = mel_training_forward(model_, mel_, batch, options_.step, rng_);
-      const double loss = r.loss.data<float>()[0];
+      const double loss = poison_next_ ? std::nan("") : r.loss.data<float>()[0];
       stats.loss += loss * weight;
       if (!std::isfinite(loss)) stats.finite = false;
       r.loss = ops::scale(r.loss, weight);  // averaged over micro-batches
@@ -66,6 +66,7 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
     if (stats.finite) tape.backward(r.loss);
     stats.items += static_cast<int64_t>(batch.size());
   }
+  poison_next_ = false;
   stats.learning_rate = schedule_.lr_at(optimizer_.step_count(), epoch);
   if (stats.finite) {
     stats.grad_norm = global_norm(store.grads());

@@ -35,6 +35,8 @@ class MelTrainer {
   // One update from `micro_batches` (each a batch; losses averaged). A non-finite loss or gradient
   // skips the update and is reported in the stats, never applied.
   StepStats step(const std::vector<std::vector<TrainingItem>>& micro_batches, int64_t epoch);
+  // Test hook for the failure policy: the next step's loss is replaced by NaN (its update is skipped).
+  void poison_next_step() { poison_next_ = true; }
   // Loss without gradients (evaluation).
   double evaluate(const std::vector<TrainingItem>& batch);
 
@@ -51,6 +53,7 @@ class MelTrainer {
   AdamW optimizer_;
   LrSchedule schedule_;
   Rng rng_;
+  bool poison_next_ = false;
 };
 
 LrSchedule make_schedule(const TrainerOptions& options);

@@ -1,0 +1,46 @@
+#include <memory>
+
+#include "cli/commands.h"
+#include "model/training_run.h"
+
+namespace vitscuda::cli {
+
+namespace {
+int g_train_exit = 0;
+}
+
+int train_exit_code() { return g_train_exit; }
+
+void register_train(CLI::App& app) {
+  auto o = std::make_shared<model::TrainRunOptions>();
+  CLI::App* cmd = app.add_subcommand("train", "Train (fine-tune) a model on a prepared dataset (mel L1 objective)");
+  cmd->add_option("--data", o->data_dir, "Prepared dataset directory (vitscuda prepare --out)")->required();
+  cmd->add_option("--model", o->model_dir, "Model directory to start from")->required();
+  cmd->add_option("--out", o->out_dir, "Run directory: checkpoints/, final_model/, metrics.jsonl")->required();
+  cmd->add_option("--epochs", o->epochs, "Epochs (default 1)");
+  cmd->add_option("--batch-size", o->batch_size, "Utterances per micro-batch (default 4)");
+  cmd->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer update (default 1)");
+  cmd->add_option("--lr", o->learning_rate, "Peak learning rate (default 2e-4)");
+  cmd->add_option("--warmup-steps", o->warmup_steps, "Linear warm-up steps (default 0)");
+  cmd->add_option("--lr-decay", o->lr_decay, "Learning-rate decay per epoch (VITS: 0.999875; default 1)");
+  cmd->add_option("--grad-clip", o->grad_clip, "Max gradient norm, 0 = off (default 1)");
+  cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay (default 0.01)");
+  cmd->add_option("--max-samples", o->max_samples, "Use only the first N samples of the dataset");
+  cmd->add_option("--segment-frames", o->segment_frames, "Decode a random window of N frames (0: whole; default 32)");
+  cmd->add_option("--noise-scale", o->noise_scale, "Prior sampling noise (default 0.667)");
+  cmd->add_option("--noise-scale-duration", o->noise_scale_duration, "Duration predictor noise (default 0.8)");
+  cmd->add_option("--seed", o->seed, "Seed of every random draw and the data order");
+  cmd->add_flag("--resume", o->resume, "Continue from the newest valid checkpoint in OUT/checkpoints");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (default 200)");
+  cmd->add_option("--keep-checkpoints", o->keep_checkpoints, "Checkpoints kept (default 3)");
+  cmd->add_option("--eval-every", o->eval_every, "Steps between evaluations (default 200)");
+  cmd->add_option("--log-every", o->log_every, "Steps between progress lines when not on a terminal (default 10)");
+  cmd->add_option("--max-steps", o->max_steps, "Stop after N optimizer steps (default: no limit)");
+  cmd->add_option("--max-error-rate", o->max_error_rate, "Stop when more than this fraction of samples fail (0.01)");
+  cmd->add_option("--max-bad-steps", o->max_bad_steps, "Stop after N consecutive non-finite or zero losses (3)");
+  cmd->add_option("--inject-nan-steps", o->inject_nan_steps, "Testing: comma-separated steps whose loss is NaN")
+      ->group("");
+  cmd->callback([o] { g_train_exit = model::run_training(*o); });
+}
+
+}  // namespace vitscuda::cli
