@@ -21,5 +21,8 @@ fi
 
 # shellcheck disable=SC2086
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release ${VITSCUDA_CMAKE_ARGS:-}
-cmake --build "$build" -j "$(nproc)"
+# VITSCUDA_BUILD_TARGETS limits the build (the demo needs only the programs).
+targets=()
+for t in ${VITSCUDA_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build" -j "$(nproc)" "${targets[@]}"
 echo "setup: built in $build"
