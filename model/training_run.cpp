@@ -255,6 +255,7 @@ int run_training(const TrainRunOptions& o) {
   const auto loop_start = std::chrono::steady_clock::now();
   int64_t samples_this_run = 0;
   bool first_batch = !o.resume;
+  int64_t attempts = 0;  // update attempts in this run, counting skipped ones (for --inject-nan-steps)
 
   for (; state.epoch < o.epochs; ++state.epoch, state.position_in_epoch = 0) {
     state.data_order = epoch_order(train, count, o.batch_size, o.seed, state.epoch);
@@ -288,7 +289,7 @@ int run_training(const TrainRunOptions& o) {
       StepStats st;
       bool step_ok = !micro.empty();
       if (step_ok) {
-        if (poisoned.count(state.step + 1)) trainer.poison_next_step();
+        if (poisoned.count(++attempts)) trainer.poison_next_step();
         try {
           st = trainer.step(micro, state.epoch);
         } catch (const std::exception& e) {

@@ -29,7 +29,8 @@ struct TrainRunOptions {
   int64_t max_steps = 0;           // 0: no limit (stop after `epochs`)
   double max_error_rate = 0.01;    // stop when more samples than this fail
   int max_bad_steps = 3;           // consecutive non-finite or exactly-zero losses before stopping
-  // Test hook: the loss of these steps (1-based) is replaced by NaN, to exercise the failure policy.
+  // Test hook: the loss of these update attempts of this run (1-based, skipped ones counted) is
+  // replaced by NaN, to exercise the failure policy.
   std::string inject_nan_steps;
 };
 

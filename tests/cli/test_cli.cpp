@@ -18,25 +18,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct RunResult {
-  int status = -1;
-  std::string output;  // stdout and stderr
-};
+using RunResult = vitscuda::testing::CommandResult;
+RunResult run(const std::string& command) { return vitscuda::testing::run_command(command); }
 
-RunResult run(const std::string& command) {
-  RunResult r;
-  const std::string full = command + " 2>&1";
-  FILE* pipe = popen(full.c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-std::string bin(const std::string& name) { return std::string(VITSCUDA_BINARY_DIR) + "/" + name; }
+std::string bin(const std::string& name) { return vitscuda::testing::binary_path(name); }
 std::string fixture(const std::string& name) { return vitscuda::testing::data_path("golden/" + name); }
 
 void copy_dir(const std::string& from, const std::string& to) {

@@ -48,22 +48,8 @@ std::vector<float> speechlike(double seconds, int rate, unsigned seed, float amp
   return x;
 }
 
-struct RunResult {
-  int status = -1;
-  std::string output;
-};
-
-RunResult run(const std::string& command) {
-  RunResult r;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using RunResult = vitscuda::testing::CommandResult;
+RunResult run(const std::string& command) { return vitscuda::testing::run_command(command); }
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);

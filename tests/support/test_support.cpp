@@ -1,6 +1,10 @@
 #include "support/test_support.h"
 
+#include <sys/wait.h>
+
+#include <array>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <stdexcept>
 
@@ -37,5 +41,19 @@ double relative_l2(const Tensor& a, const Tensor& b) {
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
+
+CommandResult run_command(const std::string& command) {
+  CommandResult r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(pipe);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string binary_path(const std::string& name) { return std::string(VITSCUDA_BINARY_DIR) + "/" + name; }
 
 }  // namespace vitscuda::testing

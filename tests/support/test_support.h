@@ -15,4 +15,13 @@ double max_abs_diff(const Tensor& a, const Tensor& b);
 // ||a - b|| / ||b||.
 double relative_l2(const Tensor& a, const Tensor& b);
 
+// Runs a shell command; its exit status and everything it printed (stdout and stderr).
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+CommandResult run_command(const std::string& command);
+// Path of a program built in this build tree (vitscuda, weights_convert).
+std::string binary_path(const std::string& name);
+
 }  // namespace vitscuda::testing
