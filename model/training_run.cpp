@@ -18,6 +18,8 @@
 
 #include "io/checkpoint.h"
 #include "io/dataset.h"
+#include "io/metrics_log.h"
+#include "io/tensorboard.h"
 #include "kernels/error.h"
 #include "model/model_dir.h"
 #include "model/trainer.h"
@@ -104,19 +106,6 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-class MetricsLog {
- public:
-  explicit MetricsLog(const std::string& path) : out_(path, std::ios::app) {
-    VC_CHECK(out_, "cannot open metrics log " << path);
-  }
-  void write(const nlohmann::json& j) {
-    out_ << j.dump() << "\n";
-    out_.flush();
-  }
-
- private:
-  std::ofstream out_;
-};
 
 }  // namespace
 
@@ -182,7 +171,8 @@ int run_training(const TrainRunOptions& o) {
   }
   state.config = run_config;
 
-  MetricsLog metrics((fs::path(o.out_dir) / "metrics.jsonl").string());
+  io::MetricsLog metrics((fs::path(o.out_dir) / "metrics.jsonl").string());
+  io::EventWriter events((fs::path(o.out_dir) / "tensorboard").string());
   std::set<int64_t> poisoned;
   {
     std::istringstream is(o.inject_nan_steps);
@@ -339,9 +329,13 @@ int run_training(const TrainRunOptions& o) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - loop_start).count();
       const double rate = samples_this_run / std::max(elapsed, 1e-9);
       const int64_t remaining = (o.epochs - state.epoch - 1) * count + (count - state.position_in_epoch);
-      metrics.write({{"step", state.step}, {"epoch", state.epoch}, {"loss", st.loss}, {"grad_norm", st.grad_norm},
+      metrics.append({{"step", state.step}, {"epoch", state.epoch}, {"loss", st.loss}, {"grad_norm", st.grad_norm},
                      {"lr", st.learning_rate}, {"samples_per_s", rate}, {"step_s", st.seconds},
                      {"peak_mb", st.peak_bytes / 1048576.0}, {"failed_samples", failures.failed}});
+      events.add_scalar("train/loss", st.loss, state.step);
+      events.add_scalar("train/grad_norm", st.grad_norm, state.step);
+      events.add_scalar("train/learning_rate", st.learning_rate, state.step);
+      events.add_scalar("train/samples_per_second", rate, state.step);
       if (tty || state.step % std::max<int64_t>(1, o.log_every) == 0 || state.step == 1) {
         const int width = 24;
         const int filled = static_cast<int>(width * state.position_in_epoch / count);
@@ -365,7 +359,19 @@ int run_training(const TrainRunOptions& o) {
           eb.push_back(std::move(t));
         }
         const double el = trainer.evaluate(eb);
-        metrics.write({{"step", state.step}, {"eval_loss", el}});
+        metrics.append({{"step", state.step}, {"eval_loss", el}});
+        events.add_scalar("eval/loss", el, state.step);
+        // Listen and look: the first eval sentence synthesised by the current model, and its mel.
+        SynthesisOptions so;
+        so.seed = o.seed;
+        so.speaker_id = c.num_speakers > 1 ? std::max(0, eb[0].speaker_id) : -1;
+        SynthesisOutput syn = vits.synthesize({eb[0].ids}, so);
+        std::vector<float> audio = syn.waveform.to_float_vector();
+        audio.resize(static_cast<size_t>(syn.sample_lengths[0]));
+        events.add_audio("eval/sample_0", audio, c.sampling_rate, state.step);
+        if (audio.size() > static_cast<size_t>(mel.config().n_fft))
+          events.add_image("eval/mel_0", io::render_spectrogram(mel.log_mel_of(audio)), state.step);
+        events.flush();
         if (!state.best_eval_loss || el < *state.best_eval_loss) state.best_eval_loss = el;
         std::printf("%seval loss %.4f at step %lld\n", tty ? "\n" : "", el, static_cast<long long>(state.step));
       }
