@@ -48,14 +48,21 @@ Tensor unary(const char* name, kernels::UnaryOp op, const Tensor& x, double para
     using T = decltype(tag);
     kernels::unary_forward_cpu<T>(op, x.data<T>(), y.data<T>(), x.numel(), param);
   });
+  // ceil is piecewise constant: torch gives it a zero gradient, so nothing flows back.
   if (op != kernels::UnaryOp::Ceil && autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
-    Tensor xs = x.detach(), ys = y.detach();
-    autograd::record(name, y, [slot, xs, ys, op, param](const Tensor& dy) {
-      Tensor dx = slot->accumulator(xs.shape());
+    // Save only what the derivative reads: y for tanh / sigmoid / exp, nothing for the affine
+    // ops, x otherwise.
+    const bool from_y = op == kernels::UnaryOp::Tanh || op == kernels::UnaryOp::Sigmoid || op == kernels::UnaryOp::Exp;
+    const bool affine = op == kernels::UnaryOp::Scale || op == kernels::UnaryOp::AddScalar;
+    Tensor xs = from_y || affine ? Tensor() : x.detach(), ys = from_y ? y.detach() : Tensor();
+    const Shape shape = x.shape();
+    autograd::record(name, y, [slot, xs, ys, shape, op, param](const Tensor& dy) {
+      Tensor dx = slot->accumulator(shape);
       dispatch(dy.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        kernels::unary_backward_cpu<T>(op, xs.data<T>(), ys.data<T>(), dy.data<T>(), dx.data<T>(), xs.numel(), param);
+        kernels::unary_backward_cpu<T>(op, xs.defined() ? xs.data<T>() : nullptr, ys.defined() ? ys.data<T>() : nullptr,
+                                       dy.data<T>(), dx.data<T>(), dy.numel(), param);
       });
     });
   }
@@ -109,8 +116,9 @@ Tensor binary(const char* name, kernels::BinaryOp op, const Tensor& a, const Ten
   });
   if (autograd::needs_grad({&a, &b})) {
     auto sa = a.grad_slot(), sb = b.grad_slot();
+    // d(a*b): da reads b, db reads a; d(a/b): da reads b, db reads a and b.
     const bool keep_a = sb && (op == kernels::BinaryOp::Mul || op == kernels::BinaryOp::Div);
-    const bool keep_b = op == kernels::BinaryOp::Mul || op == kernels::BinaryOp::Div;
+    const bool keep_b = (sa && op == kernels::BinaryOp::Mul) || op == kernels::BinaryOp::Div;
     Tensor as = keep_a ? a.detach() : Tensor(), bs = keep_b ? b.detach() : Tensor();
     const Shape a_shape = a.shape(), b_shape = b.shape();
     autograd::record(name, y, [sa, sb, as, bs, a_shape, b_shape, bc, op](const Tensor& dy) {
@@ -219,8 +227,7 @@ Tensor transpose(const Tensor& x, int dim0, int dim1) {
       Tensor dx = slot->accumulator(in_shape);
       dispatch(dy.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        kernels::unary_backward_cpu<T>(kernels::UnaryOp::AddScalar, nullptr, nullptr, dy.data<T>(), dx.data<T>(),
-                                       dy.numel(), 0.0);
+        kernels::accumulate_cpu<T>(dy.data<T>(), dx.data<T>(), dy.numel());
       });
     });
   }
@@ -239,7 +246,7 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
   Tensor y = Tensor::empty(s, x.dtype());
   dispatch(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    kernels::slice_forward_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, start, length);
+    kernels::slice_gather_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, start, length, false);
   });
   if (autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
@@ -248,7 +255,7 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
       Tensor dx = slot->accumulator(in_shape);
       dispatch(dy.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        kernels::slice_backward_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, start, length);
+        kernels::slice_scatter_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, start, length, true);
       });
     });
   }
@@ -280,10 +287,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
     const int64_t len = x.dim(d);
     dispatch(x.dtype(), [&](auto tag) {
       using T = decltype(tag);
-      // y[:, offset:offset+len, :] = x, via the slice backward on a zeroed destination block.
-      for (int64_t o = 0; o < outer; ++o)
-        std::copy(x.data<T>() + o * len * inner, x.data<T>() + (o + 1) * len * inner,
-                  y.data<T>() + (o * mid + offset) * inner);
+      kernels::slice_scatter_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, offset, len, false);
     });
     offset += len;
   }
@@ -300,11 +304,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
         Tensor dx = slots[i]->accumulator(shapes[i]);
         dispatch(dy.dtype(), [&](auto tag) {
           using T = decltype(tag);
-          // dx += dy[:, offset:offset+len, :]
-          Tensor piece = Tensor::empty(shapes[i], dy.dtype());
-          kernels::slice_forward_cpu<T>(dy.data<T>(), piece.data<T>(), outer, mid, inner, offsets[i], shapes[i][d]);
-          kernels::unary_backward_cpu<T>(kernels::UnaryOp::AddScalar, nullptr, nullptr, piece.data<T>(), dx.data<T>(),
-                                         piece.numel(), 0.0);
+          kernels::slice_gather_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, offsets[i], shapes[i][d], true);
         });
       }
     });
@@ -402,6 +402,9 @@ Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
       VC_CHECK(e->defined() && e->numel() == (2 * window + 1) * D,
                "relative_attention: relative embeddings must be [1, " << 2 * window + 1 << ", " << D << "], got "
                                                                       << (e->defined() ? e->describe() : "undefined"));
+  for (const Tensor* t : {&k, &v, &emb_rel_k, &emb_rel_v})
+    VC_CHECK(!t->defined() || t->dtype() == q.dtype(),
+             "relative_attention: dtypes differ: q " << q.describe() << ", operand " << t->describe());
   Tensor out = Tensor::empty(q.shape(), q.dtype());
   Tensor probs = Tensor::empty({B * H, T, T}, q.dtype());
   Tensor mask = key_mask.dtype() == q.dtype() ? key_mask : key_mask.to(q.dtype());
@@ -446,16 +449,43 @@ std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const 
            "rational_quadratic_spline: expected inputs [N], widths/heights [N, bins], derivatives [N, bins-1]; got "
                << inputs.describe() << ", " << widths.describe() << ", " << heights.describe() << ", "
                << derivatives.describe());
-  VC_CHECK(!autograd::needs_grad({&inputs, &widths, &heights, &derivatives}),
-           "rational_quadratic_spline: no backward yet (the duration predictor is frozen in mel-mode training)");
+  for (const Tensor* t : {&widths, &heights, &derivatives})
+    VC_CHECK(t->dtype() == inputs.dtype(), "rational_quadratic_spline: dtypes differ: inputs " << inputs.describe()
+                                                                                              << ", parameter "
+                                                                                              << t->describe());
+  const int bins = static_cast<int>(widths.dim(1));
   Tensor out = Tensor::empty(inputs.shape(), inputs.dtype());
   Tensor logdet = Tensor::empty(inputs.shape(), inputs.dtype());
   dispatch(inputs.dtype(), [&](auto tag) {
     using V = decltype(tag);
     kernels::rational_quadratic_spline_forward_cpu<V>(inputs.data<V>(), widths.data<V>(), heights.data<V>(),
-                                                      derivatives.data<V>(), out.data<V>(), logdet.data<V>(), n,
-                                                      static_cast<int>(widths.dim(1)), reverse, tail_bound);
+                                                      derivatives.data<V>(), out.data<V>(), logdet.data<V>(), n, bins,
+                                                      reverse, tail_bound);
   });
+  if (autograd::needs_grad({&inputs, &widths, &heights, &derivatives})) {
+    auto sx = inputs.grad_slot(), sw = widths.grad_slot(), sh = heights.grad_slot(), sd = derivatives.grad_slot();
+    const Tensor xs = inputs.detach(), ws = widths.detach(), hs = heights.detach(), ds = derivatives.detach();
+    // Two outputs, two tape nodes: each passes back its own output's gradient (the kernel
+    // recomputes the bin from the saved inputs, which is cheap next to saving it).
+    for (const bool of_logdet : {false, true}) {
+      Tensor& result = of_logdet ? logdet : out;
+      autograd::record(of_logdet ? "rational_quadratic_spline(log_abs_det)" : "rational_quadratic_spline", result,
+                       [=](const Tensor& grad) {
+                         Tensor dx = sx ? sx->accumulator(xs.shape()) : Tensor();
+                         Tensor dw = sw ? sw->accumulator(ws.shape()) : Tensor();
+                         Tensor dh = sh ? sh->accumulator(hs.shape()) : Tensor();
+                         Tensor dd = sd ? sd->accumulator(ds.shape()) : Tensor();
+                         dispatch(grad.dtype(), [&](auto tag) {
+                           using V = decltype(tag);
+                           auto ptr = [](const Tensor& t) { return t.defined() ? t.data<V>() : nullptr; };
+                           kernels::rational_quadratic_spline_backward_cpu<V>(
+                               xs.data<V>(), ws.data<V>(), hs.data<V>(), ds.data<V>(),
+                               of_logdet ? nullptr : grad.data<V>(), of_logdet ? grad.data<V>() : nullptr, ptr(dx),
+                               ptr(dw), ptr(dh), ptr(dd), n, bins, reverse, tail_bound);
+                         });
+                       });
+    }
+  }
   return {out, logdet};
 }
 

@@ -1,13 +1,27 @@
+// Philox4x32-10 streams. The stream of a seed is the sequence of 32-bit words
+//   word(w) = philox4x32(key = seed, counter = w / 4)[w % 4],   w = 0, 1, 2, ...
+// and Rng::offset() is the index of the next unused word. Every draw reads its own words
+// and nothing else, so it is a pure function of (seed, offset) that a GPU thread can compute
+// on its own:
+//   uniform at w:  U = bits53(word(w), word(w+1)) / 2^53 in [0, 1)               (2 words)
+//   normal at w:   u1 = (bits53(word(w), word(w+1)) + 1) / 2^53 in (0, 1],
+//                  u2 = (bits53(word(w+2), word(w+3)) + 1) / 2^53 in (0, 1],
+//                  z = sqrt(-2 ln u1) * cos(2 pi u2)                               (4 words)
+// with bits53(hi, lo) = hi * 2^21 + (lo >> 11). Box-Muller's second output (the sine) is
+// not used: then every normal has words of its own, a fill of n then m draws equals one fill
+// of n + m for any n, and no two draws ever share a word. u1 > 0 keeps the logarithm finite.
 #include "engine/random.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/error.h"
 
 namespace vitscuda {
 
 void philox4x32(uint64_t key, uint64_t counter, uint32_t out[4]) {
-  // Philox4x32-10 (Salmon et al., SC'11), the constants cuRAND and Random123 use.
+  // Philox4x32-10 (Salmon et al., SC'11) with the multipliers and Weyl constants of Random123
+  // and cuRAND. The counter's upper 64 bits are 0; the key is the seed.
   constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
   uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
@@ -31,57 +45,95 @@ void philox4x32(uint64_t key, uint64_t counter, uint32_t out[4]) {
   out[3] = c3;
 }
 
-uint32_t Rng::next_u32() {
-  // Word `offset` of the stream is word (offset % 4) of block (offset / 4).
+namespace {
+
+// Words w .. w+count-1 (count <= 4) of the stream of `seed`.
+void stream_words(uint64_t seed, uint64_t w, int count, uint32_t* out) {
   uint32_t block[4];
-  philox4x32(seed_, offset_ / 4, block);
-  const uint32_t w = block[offset_ % 4];
+  uint64_t loaded = ~uint64_t(0);
+  for (int i = 0; i < count; ++i) {
+    const uint64_t word = w + static_cast<uint64_t>(i);
+    if (word / 4 != loaded) {
+      loaded = word / 4;
+      philox4x32(seed, loaded, block);
+    }
+    out[i] = block[word % 4];
+  }
+}
+
+uint64_t bits53(uint32_t hi, uint32_t lo) { return (static_cast<uint64_t>(hi) << 21) | (lo >> 11); }
+constexpr double kTwoPow53 = 9007199254740992.0;
+
+double uniform_at(uint64_t seed, uint64_t w) {
+  uint32_t v[2];
+  stream_words(seed, w, 2, v);
+  return static_cast<double>(bits53(v[0], v[1])) / kTwoPow53;  // [0, 1)
+}
+
+double normal_at(uint64_t seed, uint64_t w) {
+  uint32_t v[4];
+  stream_words(seed, w, 4, v);
+  const double u1 = (static_cast<double>(bits53(v[0], v[1])) + 1.0) / kTwoPow53;  // (0, 1]
+  const double u2 = (static_cast<double>(bits53(v[2], v[3])) + 1.0) / kTwoPow53;
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
+constexpr int64_t kParallelMin = 1 << 14;
+
+}  // namespace
+
+uint32_t Rng::next_u32() {
+  uint32_t w;
+  stream_words(seed_, offset_, 1, &w);
   ++offset_;
   return w;
 }
 
-namespace {
-// A uniform in (0, 1]: never 0, so log() in Box-Muller is finite.
-double to_open_unit(uint32_t hi, uint32_t lo) {
-  const uint64_t bits = (static_cast<uint64_t>(hi) << 21) ^ (lo >> 11);  // 53 random bits
-  return (static_cast<double>(bits & ((uint64_t(1) << 53) - 1)) + 1.0) / 9007199254740992.0;
-}
-}  // namespace
-
 double Rng::uniform() {
-  const uint32_t a = next_u32(), b = next_u32();
-  return to_open_unit(a, b) - 0x1p-53;  // [0, 1)
+  const double u = uniform_at(seed_, offset_);
+  offset_ += 2;
+  return u;
 }
 
 void Rng::fill_uniform(Tensor& t, double lo, double hi) {
   VC_CHECK(t.device() == Device::CPU, "fill_uniform: CPU tensors only, got " << t.describe());
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    const double u = uniform();
-    const double v = lo + (hi - lo) * u;
-    if (t.dtype() == DType::F32)
-      t.data<float>()[i] = static_cast<float>(v);
-    else
-      t.data<double>()[i] = v;
-  }
+  VC_CHECK(lo <= hi, "fill_uniform: empty range [" << lo << ", " << hi << ")");
+  const int64_t n = t.numel();
+  const uint64_t base = offset_;
+  const uint64_t seed = seed_;
+  auto fill = [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    const T top = static_cast<T>(hi);
+#pragma omp parallel for if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      T v = static_cast<T>(lo + (hi - lo) * uniform_at(seed, base + 2 * static_cast<uint64_t>(i)));
+      // Rounding to T can reach hi itself; the range is half-open.
+      if (v >= top && lo < hi) v = std::nextafter(top, static_cast<T>(lo));
+      p[i] = v;
+    }
+  };
+  if (t.dtype() == DType::F32)
+    fill(t.data<float>());
+  else
+    fill(t.data<double>());
+  offset_ += 2 * static_cast<uint64_t>(n);
 }
 
 void Rng::fill_normal(Tensor& t) {
   VC_CHECK(t.device() == Device::CPU, "fill_normal: CPU tensors only, got " << t.describe());
-  // Box-Muller: each Philox block (4 words) gives two uniforms in (0, 1] and two normals.
   const int64_t n = t.numel();
-  for (int64_t i = 0; i < n; i += 2) {
-    const uint32_t w0 = next_u32(), w1 = next_u32(), w2 = next_u32(), w3 = next_u32();
-    const double u1 = to_open_unit(w0, w1), u2 = to_open_unit(w2, w3);
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    const double z0 = r * std::cos(2.0 * M_PI * u2), z1 = r * std::sin(2.0 * M_PI * u2);
-    if (t.dtype() == DType::F32) {
-      t.data<float>()[i] = static_cast<float>(z0);
-      if (i + 1 < n) t.data<float>()[i + 1] = static_cast<float>(z1);
-    } else {
-      t.data<double>()[i] = z0;
-      if (i + 1 < n) t.data<double>()[i + 1] = z1;
-    }
-  }
+  const uint64_t base = offset_;
+  const uint64_t seed = seed_;
+  auto fill = [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+#pragma omp parallel for if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(normal_at(seed, base + 4 * static_cast<uint64_t>(i)));
+  };
+  if (t.dtype() == DType::F32)
+    fill(t.data<float>());
+  else
+    fill(t.data<double>());
+  offset_ += 4 * static_cast<uint64_t>(n);
 }
 
 }  // namespace vitscuda

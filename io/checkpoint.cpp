@@ -29,7 +29,15 @@ namespace {
 constexpr const char* kManifestFormat = "vitscuda-checkpoint";
 constexpr const char* kOptimizerFormat = "vitscuda-adamw";
 constexpr const char* kTrainerStateFormat = "vitscuda-trainer-state";
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 1;  // trainer_state.json
+// MANIFEST.json: version 2 carries manifest_crc32 and must; version 1 (written before the manifest
+// checked itself) is still read, with its listed files verified as usual.
+constexpr int kManifestVersion = 2;
+constexpr int kManifestVersionWithoutSelfCheck = 1;
+
+// The manifest checks itself too: CRC32 of its compact JSON dump without this field (nlohmann
+// objects keep keys sorted, so parse-then-dump reproduces the text the writer checksummed).
+constexpr const char* kManifestCrcField = "manifest_crc32";
 
 std::string errno_text(int err) { return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")"; }
 
@@ -37,6 +45,11 @@ std::string hex32(uint32_t value) {
   char buffer[16];
   std::snprintf(buffer, sizeof buffer, "%08x", value);
   return buffer;
+}
+
+std::string manifest_crc(const nlohmann::json& manifest_without_crc) {
+  const std::string text = manifest_without_crc.dump();
+  return hex32(crc32(text.data(), text.size()));
 }
 
 // A plain file name: no directories, nothing hidden behind "." or "..".
@@ -274,13 +287,14 @@ CheckpointInfo CheckpointWriter::commit() {
       files.push_back({{"name", name}, {"size", file.size}, {"crc32", hex32(file.crc32)}});
       info.files.push_back(file);
     }
-    const nlohmann::json manifest = {
+    nlohmann::json manifest = {
         {"format", kManifestFormat},
-        {"version", kFormatVersion},
+        {"version", kManifestVersion},
         {"step", step_},
         {"checksum", "CRC32 (IEEE 802.3), hex; detects accidental corruption, not tampering"},
         {"files", files},
     };
+    manifest[kManifestCrcField] = manifest_crc(manifest);
     const std::string manifest_path = temp_dir_ + "/" + kCheckpointManifestName;
     const std::string text = manifest.dump(2) + "\n";
     std::string what;
@@ -346,11 +360,22 @@ CheckpointInfo verify_checkpoint(const std::string& checkpoint_dir) {
       VC_FAIL("'" << manifest_path << "' is not valid JSON: " << e.what());
     }
   }
-  VC_CHECK(manifest.is_object() && manifest.value("format", std::string()) == kManifestFormat,
+  VC_CHECK(manifest.is_object() && manifest.contains("format") && manifest["format"] == kManifestFormat,
            "'" << manifest_path << "' is not a " << kManifestFormat << " manifest");
-  VC_CHECK(manifest.contains("version") && manifest["version"].is_number_integer() &&
-               manifest["version"].get<int>() == kFormatVersion,
-           "'" << manifest_path << "': unsupported version (expected " << kFormatVersion << ")");
+  VC_CHECK(manifest.contains("version") && manifest["version"].is_number_integer(),
+           "'" << manifest_path << "': missing integer field 'version'");
+  const int64_t version = manifest["version"].get<int64_t>();
+  VC_CHECK(version == kManifestVersion || version == kManifestVersionWithoutSelfCheck,
+           "'" << manifest_path << "': unsupported version " << version << " (expected " << kManifestVersion << ")");
+  if (version == kManifestVersion) {
+    VC_CHECK(manifest.contains(kManifestCrcField) && manifest[kManifestCrcField].is_string(),
+             "'" << manifest_path << "' has no " << kManifestCrcField);
+    const std::string listed_crc = manifest[kManifestCrcField].get<std::string>();
+    manifest.erase(kManifestCrcField);
+    const std::string computed_crc = manifest_crc(manifest);
+    VC_CHECK(computed_crc == listed_crc, "'" << manifest_path << "' is corrupt: its content has CRC32 " << computed_crc
+                                             << ", its " << kManifestCrcField << " says " << listed_crc);
+  }
   VC_CHECK(manifest.contains("step") && manifest["step"].is_number_integer(),
            "'" << manifest_path << "': missing integer field 'step'");
   VC_CHECK(manifest.contains("files") && manifest["files"].is_array(),

@@ -9,8 +9,9 @@
 // fsyncs the parent. A crash at any point leaves either the complete step-N or a *.tmp-* leftover
 // that readers skip; previous checkpoints are never touched.
 //
-// Reading: verify_checkpoint() checks that every listed file is present with the listed size and
-// CRC32, and names the first file that is not. CRC32 detects accidental corruption (bit flips,
+// Reading: verify_checkpoint() checks MANIFEST.json against its own CRC32 (field manifest_crc32),
+// then that every listed file is present with the listed size and CRC32, and names the first file
+// that is not. CRC32 detects accidental corruption (bit flips,
 // truncation, torn writes); it is not cryptographic and does not detect deliberate tampering.
 #pragma once
 #include <cstdint>

@@ -1,19 +1,23 @@
-// Multi-head self-attention with VITS's windowed relative-position embeddings, fused.
+// Multi-head self-attention with VITS's windowed relative-position embeddings, fused
+// (transformers' VitsAttention between the projections). Float and double.
 #pragma once
 #include <cstdint>
 
 namespace vitscuda::kernels {
 
 // q, k, v, out: [BH, T, D] (BH = batch * heads; q pre-scaled). emb_k, emb_v: [2W+1, D] or nullptr when W == 0.
-// key_mask: [B, T], 1 for valid keys (head h of item b is row b*heads + h). probs: [BH, T, T] (saved for backward).
-// logits_ij = q_i.k_j + (|j-i| <= W ? q_i.emb_k[j-i+W] : 0) + (mask_j ? 0 : lowest)
+// key_mask: [B, T], 1 for valid keys (head h of item b is row b*heads + h). probs: [BH, T, T], written for the
+// backward to reuse.
+// logits_ij = q_i.k_j + (|j-i| <= W ? q_i.emb_k[j-i+W] : 0) + (mask_j ? 0 : lowest), lowest = finfo(T).min as
+// transformers' attention mask adds it (a row with no valid key comes out uniform, as in torch)
 // out_i = sum_j p_ij v_j + sum_{|j-i|<=W} p_ij emb_v[j-i+W]
 template <typename T>
 void relative_attention_forward_cpu(const T* q, const T* k, const T* v, const T* emb_k, const T* emb_v,
                                     const T* key_mask, T* out, T* probs, int64_t B, int64_t heads, int64_t time,
                                     int64_t dim, int window);
 
-// Accumulates (+=) into dq, dk, dv, demb_k, demb_v (any may be nullptr).
+// Given dout [BH, T, D] and the forward's probs, ACCUMULATES (+=) into dq, dk, dv [BH, T, D] and
+// demb_k, demb_v [2W+1, D] (any may be nullptr).
 template <typename T>
 void relative_attention_backward_cpu(const T* q, const T* k, const T* v, const T* emb_k, const T* emb_v,
                                      const T* probs, const T* dout, T* dq, T* dk, T* dv, T* demb_k, T* demb_v,

@@ -1,6 +1,6 @@
 // Pointwise and layout ops: unary activations, broadcasting binary arithmetic, the WaveNet
 // gate, softmax over the last dimension, and the copies behind transpose / narrow / cat /
-// flip / sum. Backward kernels ACCUMULATE (+=) into their gradient buffers.
+// flip / sum. Backward kernels ACCUMULATE (+=) into their gradient buffers. Float and double.
 #pragma once
 #include <cstdint>
 
@@ -39,12 +39,16 @@ void softmax_forward_cpu(const T* x, T* y, int64_t rows, int64_t n);
 template <typename T>
 void softmax_backward_cpu(const T* y, const T* dy, T* dx, int64_t rows, int64_t n);
 
-// Copies a [outer, mid_in, inner] block's mid range [start, start+len) to/from [outer, len, inner].
-// Forward: y = x[:, start:start+len, :]; backward (accumulate): dx[:, start:start+len, :] += dy.
+// Mid-dimension slices of [outer, mid, inner] blocks (narrow, cat and their backwards);
+// `accumulate` adds into the destination instead of overwriting it.
+// slice_gather: y [outer, len, inner] (=, +=) x [outer, mid, inner][:, start:start+len, :].
 template <typename T>
-void slice_forward_cpu(const T* x, T* y, int64_t outer, int64_t mid_in, int64_t inner, int64_t start, int64_t len);
+void slice_gather_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t inner, int64_t start, int64_t len,
+                      bool accumulate);
+// slice_scatter: y [outer, mid, inner][:, start:start+len, :] (=, +=) x [outer, len, inner].
 template <typename T>
-void slice_backward_cpu(const T* dy, T* dx, int64_t outer, int64_t mid_in, int64_t inner, int64_t start, int64_t len);
+void slice_scatter_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t inner, int64_t start, int64_t len,
+                       bool accumulate);
 
 // Swaps dims 1 and 3 of a [d0, d1, d2, d3, d4] view: y[a, d, c, b, e] = x[a, b, c, d, e].
 template <typename T>
@@ -53,6 +57,10 @@ void swap_axes_cpu(const T* x, T* y, int64_t d0, int64_t d1, int64_t d2, int64_t
 // Reverses the middle dim of [outer, mid, inner]; accumulate adds into y.
 template <typename T>
 void flip_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t inner, bool accumulate);
+
+// y += x over n elements.
+template <typename T>
+void accumulate_cpu(const T* x, T* y, int64_t n);
 
 // y[outer, inner] = sum over mid of x[outer, mid, inner]; backward dx[o, m, i] += dy[o, i].
 template <typename T>

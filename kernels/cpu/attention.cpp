@@ -1,61 +1,85 @@
-#include "kernels/attention.h"
-
+// Relative-position attention as transformers' VitsAttention computes it, one (item, head) at a
+// time: the four T x T products go to BLAS (which brings its own threads, see im2col_gemm.h),
+// the relative terms use a [T, 2W+1] matrix in "relative layout" (column r holds position
+// j = i + r - W), which is what _absolute_position_to_relative_position produces.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "kernels/attention.h"
+#include "kernels/cpu/im2col_gemm.h"
+
 namespace vitscuda::kernels {
+
+namespace {
+
+// Keys j with |j - i| <= window: [first, last].
+inline void window_range(int64_t i, int64_t time, int window, int64_t& first, int64_t& last) {
+  first = std::max<int64_t>(0, i - window);
+  last = std::min<int64_t>(time - 1, i + window);
+}
+
+// rel[i, j - i + W] = abs[i, j] inside the window, 0 elsewhere.
+template <typename T>
+void to_relative(const T* abs, T* rel, int64_t time, int window) {
+  const int64_t R = 2 * static_cast<int64_t>(window) + 1;
+  std::fill(rel, rel + time * R, T(0));
+  for (int64_t i = 0; i < time; ++i) {
+    int64_t first, last;
+    window_range(i, time, window, first, last);
+    for (int64_t j = first; j <= last; ++j) rel[i * R + (j - i + window)] = abs[i * time + j];
+  }
+}
+
+// abs[i, j] += rel[i, j - i + W] inside the window.
+template <typename T>
+void add_relative(const T* rel, T* abs, int64_t time, int window) {
+  const int64_t R = 2 * static_cast<int64_t>(window) + 1;
+  for (int64_t i = 0; i < time; ++i) {
+    int64_t first, last;
+    window_range(i, time, window, first, last);
+    for (int64_t j = first; j <= last; ++j) abs[i * time + j] += rel[i * R + (j - i + window)];
+  }
+}
+
+}  // namespace
 
 template <typename T>
 void relative_attention_forward_cpu(const T* q, const T* k, const T* v, const T* emb_k, const T* emb_v,
                                     const T* key_mask, T* out, T* probs, int64_t B, int64_t heads, int64_t time,
                                     int64_t dim, int window) {
-  const int64_t BH = B * heads, Tn = time, D = dim;
-#pragma omp parallel for if (BH * Tn * Tn * D > (1 << 16))
-  for (int64_t bh = 0; bh < BH; ++bh) {
+  const int Tn = static_cast<int>(time), D = static_cast<int>(dim), R = 2 * window + 1;
+  std::vector<T> rel(static_cast<size_t>(time) * R);
+  for (int64_t bh = 0; bh < B * heads; ++bh) {
     const int64_t b = bh / heads;
-    const T* qb = q + bh * Tn * D;
-    const T* kb = k + bh * Tn * D;
-    const T* vb = v + bh * Tn * D;
-    T* pb = probs + bh * Tn * Tn;
-    T* ob = out + bh * Tn * D;
-    for (int64_t i = 0; i < Tn; ++i) {
-      T* row = pb + i * Tn;
-      const T* qi = qb + i * D;
-      for (int64_t j = 0; j < Tn; ++j) {
-        T s = 0;
-        const T* kj = kb + j * D;
-        for (int64_t d = 0; d < D; ++d) s += qi[d] * kj[d];
-        const int64_t r = j - i + window;
-        if (emb_k && r >= 0 && r <= 2 * window) {
-          const T* e = emb_k + r * D;
-          T s2 = 0;
-          for (int64_t d = 0; d < D; ++d) s2 += qi[d] * e[d];
-          s += s2;
-        }
-        // transformers adds finfo(dtype).min to masked logits.
-        if (key_mask[b * Tn + j] == T(0)) s += std::numeric_limits<T>::lowest();
-        row[j] = s;
-      }
+    const T* qb = q + bh * time * dim;
+    const T* kb = k + bh * time * dim;
+    const T* vb = v + bh * time * dim;
+    T* p = probs + bh * time * time;
+    T* ob = out + bh * time * dim;
+    detail::gemm<T>(false, true, Tn, Tn, D, T(1), qb, D, kb, D, T(0), p, Tn);  // q_i . k_j
+    if (emb_k) {
+      detail::gemm<T>(false, true, Tn, R, D, T(1), qb, D, emb_k, D, T(0), rel.data(), R);  // q_i . emb_k[r]
+      add_relative(rel.data(), p, time, window);
+    }
+    // Padding keys get finfo(T).min added, as transformers' _prepare_4d_attention_mask does; a
+    // row whose keys are all padding then comes out uniform, as in torch.
+    for (int64_t i = 0; i < time; ++i) {
+      T* row = p + i * time;
+      for (int64_t j = 0; j < time; ++j)
+        if (key_mask[b * time + j] == T(0)) row[j] += std::numeric_limits<T>::lowest();
       T m = row[0];
-      for (int64_t j = 1; j < Tn; ++j) m = std::max(m, row[j]);
+      for (int64_t j = 1; j < time; ++j) m = std::max(m, row[j]);
       T sum = 0;
-      for (int64_t j = 0; j < Tn; ++j) sum += (row[j] = std::exp(row[j] - m));
-      for (int64_t j = 0; j < Tn; ++j) row[j] /= sum;
-      T* oi = ob + i * D;
-      std::fill(oi, oi + D, T(0));
-      for (int64_t j = 0; j < Tn; ++j) {
-        const T p = row[j];
-        const T* vj = vb + j * D;
-        for (int64_t d = 0; d < D; ++d) oi[d] += p * vj[d];
-      }
-      if (emb_v)
-        for (int64_t j = std::max<int64_t>(0, i - window); j <= std::min<int64_t>(Tn - 1, i + window); ++j) {
-          const T p = row[j];
-          const T* e = emb_v + (j - i + window) * D;
-          for (int64_t d = 0; d < D; ++d) oi[d] += p * e[d];
-        }
+      for (int64_t j = 0; j < time; ++j) sum += (row[j] = std::exp(row[j] - m));
+      const T inv = T(1) / sum;
+      for (int64_t j = 0; j < time; ++j) row[j] *= inv;
+    }
+    detail::gemm<T>(false, false, Tn, D, Tn, T(1), p, Tn, vb, D, T(0), ob, D);  // sum_j p_ij v_j
+    if (emb_v) {
+      to_relative(p, rel.data(), time, window);
+      detail::gemm<T>(false, false, Tn, D, R, T(1), rel.data(), R, emb_v, D, T(1), ob, D);  // + p_ij emb_v[r]
     }
   }
 }
@@ -64,90 +88,50 @@ template <typename T>
 void relative_attention_backward_cpu(const T* q, const T* k, const T* v, const T* emb_k, const T* emb_v,
                                      const T* probs, const T* dout, T* dq, T* dk, T* dv, T* demb_k, T* demb_v,
                                      int64_t B, int64_t heads, int64_t time, int64_t dim, int window) {
-  const int64_t BH = B * heads, Tn = time, D = dim, R = 2 * static_cast<int64_t>(window) + 1;
-  // The relative embeddings are shared by every (item, head): each thread sums privately, then adds once.
-#pragma omp parallel if (BH * Tn * Tn * D > (1 << 16))
-  {
-    std::vector<T> local_ek(demb_k ? R * D : 0, T(0)), local_ev(demb_v ? R * D : 0, T(0));
-    std::vector<T> dp(Tn), dlogit(Tn);
-#pragma omp for
-    for (int64_t bh = 0; bh < BH; ++bh) {
-      const T* qb = q + bh * Tn * D;
-      const T* kb = k + bh * Tn * D;
-      const T* vb = v + bh * Tn * D;
-      const T* pb = probs + bh * Tn * Tn;
-      const T* gb = dout + bh * Tn * D;
-      for (int64_t i = 0; i < Tn; ++i) {
-        const T* gi = gb + i * D;
-        const T* pi = pb + i * Tn;
-        for (int64_t j = 0; j < Tn; ++j) {
-          T s = 0;
-          const T* vj = vb + j * D;
-          for (int64_t d = 0; d < D; ++d) s += gi[d] * vj[d];
-          const int64_t r = j - i + window;
-          if (emb_v && r >= 0 && r < R) {
-            const T* e = emb_v + r * D;
-            for (int64_t d = 0; d < D; ++d) s += gi[d] * e[d];
-            if (demb_v)
-              for (int64_t d = 0; d < D; ++d) local_ev[r * D + d] += pi[j] * gi[d];
-          }
-          dp[j] = s;
-          if (dv) {
-            T* dvj = dv + bh * Tn * D + j * D;
-            for (int64_t d = 0; d < D; ++d) dvj[d] += pi[j] * gi[d];
-          }
-        }
-        T dot = 0;
-        for (int64_t j = 0; j < Tn; ++j) dot += pi[j] * dp[j];
-        for (int64_t j = 0; j < Tn; ++j) dlogit[j] = pi[j] * (dp[j] - dot);
-        const T* qi = qb + i * D;
-        for (int64_t j = 0; j < Tn; ++j) {
-          const T g = dlogit[j];
-          if (g == T(0)) continue;
-          const T* kj = kb + j * D;
-          if (dq) {
-            T* dqi = dq + bh * Tn * D + i * D;
-            for (int64_t d = 0; d < D; ++d) dqi[d] += g * kj[d];
-          }
-          if (dk) {
-            T* dkj = dk + bh * Tn * D + j * D;
-            for (int64_t d = 0; d < D; ++d) dkj[d] += g * qi[d];
-          }
-          const int64_t r = j - i + window;
-          if (emb_k && r >= 0 && r < R) {
-            if (dq) {
-              T* dqi = dq + bh * Tn * D + i * D;
-              const T* e = emb_k + r * D;
-              for (int64_t d = 0; d < D; ++d) dqi[d] += g * e[d];
-            }
-            if (demb_k)
-              for (int64_t d = 0; d < D; ++d) local_ek[r * D + d] += g * qi[d];
-          }
-        }
+  const int Tn = static_cast<int>(time), D = static_cast<int>(dim), R = 2 * window + 1;
+  std::vector<T> dp(static_cast<size_t>(time) * time), rel(static_cast<size_t>(time) * R);
+  for (int64_t bh = 0; bh < B * heads; ++bh) {
+    const int64_t off = bh * time * dim;
+    const T* p = probs + bh * time * time;
+    const T* g = dout + off;
+    // dL/dp_ij = g_i . (v_j + emb_v[j - i + W])
+    detail::gemm<T>(false, true, Tn, Tn, D, T(1), g, D, v + off, D, T(0), dp.data(), Tn);
+    if (emb_v) {
+      detail::gemm<T>(false, true, Tn, R, D, T(1), g, D, emb_v, D, T(0), rel.data(), R);
+      add_relative(rel.data(), dp.data(), time, window);
+      if (demb_v) {
+        to_relative(p, rel.data(), time, window);
+        detail::gemm<T>(true, false, R, D, Tn, T(1), rel.data(), R, g, D, T(1), demb_v, D);
       }
     }
-#pragma omp critical
-    {
-      if (demb_k)
-        for (int64_t x = 0; x < R * D; ++x) demb_k[x] += local_ek[x];
-      if (demb_v)
-        for (int64_t x = 0; x < R * D; ++x) demb_v[x] += local_ev[x];
+    if (dv) detail::gemm<T>(true, false, Tn, D, Tn, T(1), p, Tn, g, D, T(1), dv + off, D);
+    // Softmax backward, in place: ds_ij = p_ij (dp_ij - sum_l p_il dp_il). The additive mask is
+    // a constant and passes the gradient through unchanged.
+    for (int64_t i = 0; i < time; ++i) {
+      const T* pi = p + i * time;
+      T* di = dp.data() + i * time;
+      T dot = 0;
+      for (int64_t j = 0; j < time; ++j) dot += pi[j] * di[j];
+      for (int64_t j = 0; j < time; ++j) di[j] = pi[j] * (di[j] - dot);
+    }
+    if (dq) detail::gemm<T>(false, false, Tn, D, Tn, T(1), dp.data(), Tn, k + off, D, T(1), dq + off, D);
+    if (dk) detail::gemm<T>(true, false, Tn, D, Tn, T(1), dp.data(), Tn, q + off, D, T(1), dk + off, D);
+    if (emb_k && (dq || demb_k)) {
+      to_relative(dp.data(), rel.data(), time, window);
+      if (dq) detail::gemm<T>(false, false, Tn, D, R, T(1), rel.data(), R, emb_k, D, T(1), dq + off, D);
+      if (demb_k) detail::gemm<T>(true, false, R, D, Tn, T(1), rel.data(), R, q + off, D, T(1), demb_k, D);
     }
   }
 }
 
-template void relative_attention_forward_cpu<float>(const float*, const float*, const float*, const float*,
-                                                    const float*, const float*, float*, float*, int64_t, int64_t,
-                                                    int64_t, int64_t, int);
-template void relative_attention_forward_cpu<double>(const double*, const double*, const double*, const double*,
-                                                     const double*, const double*, double*, double*, int64_t,
-                                                     int64_t, int64_t, int64_t, int);
-template void relative_attention_backward_cpu<float>(const float*, const float*, const float*, const float*,
-                                                     const float*, const float*, const float*, float*, float*,
-                                                     float*, float*, float*, int64_t, int64_t, int64_t, int64_t, int);
-template void relative_attention_backward_cpu<double>(const double*, const double*, const double*, const double*,
-                                                      const double*, const double*, const double*, double*, double*,
-                                                      double*, double*, double*, int64_t, int64_t, int64_t, int64_t,
-                                                      int);
+#define VC_INSTANTIATE(T)                                                                                          \
+  template void relative_attention_forward_cpu<T>(const T*, const T*, const T*, const T*, const T*, const T*, T*, \
+                                                  T*, int64_t, int64_t, int64_t, int64_t, int);                   \
+  template void relative_attention_backward_cpu<T>(const T*, const T*, const T*, const T*, const T*, const T*,    \
+                                                   const T*, T*, T*, T*, T*, T*, int64_t, int64_t, int64_t,       \
+                                                   int64_t, int);
+VC_INSTANTIATE(float)
+VC_INSTANTIATE(double)
+#undef VC_INSTANTIATE
 
 }  // namespace vitscuda::kernels

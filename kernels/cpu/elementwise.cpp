@@ -239,7 +239,8 @@ void softmax_forward_cpu(const T* x, T* y, int64_t rows, int64_t n) {
     for (int64_t i = 1; i < n; ++i) m = std::max(m, xr[i]);
     T s = 0;
     for (int64_t i = 0; i < n; ++i) s += (yr[i] = std::exp(xr[i] - m));
-    for (int64_t i = 0; i < n; ++i) yr[i] /= s;
+    const T inv = T(1) / s;  // torch multiplies by the reciprocal
+    for (int64_t i = 0; i < n; ++i) yr[i] *= inv;
   }
 }
 
@@ -256,19 +257,30 @@ void softmax_backward_cpu(const T* y, const T* dy, T* dx, int64_t rows, int64_t 
 }
 
 template <typename T>
-void slice_forward_cpu(const T* x, T* y, int64_t outer, int64_t mid_in, int64_t inner, int64_t start, int64_t len) {
+void slice_gather_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t inner, int64_t start, int64_t len,
+                      bool accumulate) {
 #pragma omp parallel for if (outer * len * inner > kParallelMin)
-  for (int64_t o = 0; o < outer; ++o)
-    std::copy(x + (o * mid_in + start) * inner, x + (o * mid_in + start + len) * inner, y + o * len * inner);
+  for (int64_t o = 0; o < outer; ++o) {
+    const T* s = x + (o * mid + start) * inner;
+    T* d = y + o * len * inner;
+    if (accumulate)
+      for (int64_t i = 0; i < len * inner; ++i) d[i] += s[i];
+    else
+      std::copy(s, s + len * inner, d);
+  }
 }
 
 template <typename T>
-void slice_backward_cpu(const T* dy, T* dx, int64_t outer, int64_t mid_in, int64_t inner, int64_t start, int64_t len) {
+void slice_scatter_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t inner, int64_t start, int64_t len,
+                       bool accumulate) {
 #pragma omp parallel for if (outer * len * inner > kParallelMin)
   for (int64_t o = 0; o < outer; ++o) {
-    T* d = dx + (o * mid_in + start) * inner;
-    const T* s = dy + o * len * inner;
-    for (int64_t i = 0; i < len * inner; ++i) d[i] += s[i];
+    const T* s = x + o * len * inner;
+    T* d = y + (o * mid + start) * inner;
+    if (accumulate)
+      for (int64_t i = 0; i < len * inner; ++i) d[i] += s[i];
+    else
+      std::copy(s, s + len * inner, d);
   }
 }
 
@@ -303,7 +315,14 @@ void flip_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t inner, bool 
 }
 
 template <typename T>
+void accumulate_cpu(const T* x, T* y, int64_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+template <typename T>
 void sum_mid_forward_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t inner) {
+#pragma omp parallel for if (outer > 1 && outer * mid * inner > kParallelMin)
   for (int64_t o = 0; o < outer; ++o) {
     T* yr = y + o * inner;
     std::fill(yr, yr + inner, T(0));
@@ -316,6 +335,7 @@ void sum_mid_forward_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t i
 
 template <typename T>
 void sum_mid_backward_cpu(const T* dy, T* dx, int64_t outer, int64_t mid, int64_t inner) {
+#pragma omp parallel for collapse(2) if (outer * mid * inner > kParallelMin)
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t m = 0; m < mid; ++m) {
       T* d = dx + (o * mid + m) * inner;
@@ -335,10 +355,11 @@ void sum_mid_backward_cpu(const T* dy, T* dx, int64_t outer, int64_t mid, int64_
   template void gated_tanh_sigmoid_backward_cpu<T>(const T*, const T*, T*, int64_t, int64_t, int64_t);                \
   template void softmax_forward_cpu<T>(const T*, T*, int64_t, int64_t);                                               \
   template void softmax_backward_cpu<T>(const T*, const T*, T*, int64_t, int64_t);                                    \
-  template void slice_forward_cpu<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t);                      \
-  template void slice_backward_cpu<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t);                     \
+  template void slice_gather_cpu<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, bool);                \
+  template void slice_scatter_cpu<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, bool);               \
   template void swap_axes_cpu<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, bool);                    \
   template void flip_cpu<T>(const T*, T*, int64_t, int64_t, int64_t, bool);                                           \
+  template void accumulate_cpu<T>(const T*, T*, int64_t);                                                            \
   template void sum_mid_forward_cpu<T>(const T*, T*, int64_t, int64_t, int64_t);                                      \
   template void sum_mid_backward_cpu<T>(const T*, T*, int64_t, int64_t, int64_t);
 VC_INSTANTIATE(float)
