@@ -145,6 +145,7 @@ int run_training(const TrainRunOptions& o) {
 
   const std::string checkpoints = (fs::path(o.out_dir) / "checkpoints").string();
   fs::create_directories(checkpoints);
+  io::remove_stale_temporary_checkpoints(checkpoints, &std::cerr);  // leftovers of a killed run
   io::TrainerState state;
   state.rng_seed = o.seed;
   nlohmann::json run_config = {{"data", o.data_dir},         {"model", o.model_dir},
