@@ -31,41 +31,10 @@
 namespace vitscuda::model {
 namespace {
 
-struct GoldenTensor {
-  Shape shape;
-  std::vector<double> values;
-};
-
-std::map<std::string, GoldenTensor> load_tensors(const std::string& path) {
-  std::ifstream file(path);
-  VC_CHECK(file, path << ": cannot open");
-  std::map<std::string, GoldenTensor> tensors;
-  std::string line;
-  for (int line_no = 1; std::getline(file, line); ++line_no) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream in(line);
-    std::string name;
-    int ndim = -1;
-    in >> name >> ndim;
-    VC_CHECK(in && ndim >= 0 && ndim <= 4, path << ":" << line_no << ": bad header for " << name);
-    GoldenTensor t;
-    t.shape.resize(static_cast<size_t>(ndim));
-    for (auto& d : t.shape) in >> d;
-    t.values.resize(static_cast<size_t>(shape_numel(t.shape)));
-    for (auto& v : t.values) in >> v;
-    VC_CHECK(in, path << ":" << line_no << ": " << name << " has fewer values than its shape "
-                      << shape_str(t.shape) << " needs");
-    std::string extra;
-    VC_CHECK(!(in >> extra), path << ":" << line_no << ": " << name << " has more values than its shape needs");
-    VC_CHECK(!tensors.count(name), path << ":" << line_no << ": duplicate tensor " << name);
-    tensors[name] = std::move(t);
-  }
-  return tensors;
-}
+using GoldenTensor = vitscuda::testing::CaseArray;
 
 const std::map<std::string, GoldenTensor>& golden() {
-  static const std::map<std::string, GoldenTensor> tensors =
-      load_tensors(vitscuda::testing::data_path("model/mel_cases.txt"));
+  static const std::map<std::string, GoldenTensor> tensors = vitscuda::testing::read_case_file("model/mel_cases.txt");
   return tensors;
 }
 

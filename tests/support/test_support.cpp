@@ -5,7 +5,10 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace vitscuda::testing {
@@ -40,6 +43,39 @@ double relative_l2(const Tensor& a, const Tensor& b) {
     den += y[i] * y[i];
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+std::map<std::string, CaseArray> read_case_file(const std::string& relative,
+                                                const std::vector<std::string>& skip_keywords) {
+  const std::string path = data_path(relative);
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot open " + path);
+  std::map<std::string, CaseArray> out;
+  std::string line;
+  int line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream ls(line);
+    std::string name, token;
+    ls >> name;
+    if (std::find(skip_keywords.begin(), skip_keywords.end(), name) != skip_keywords.end()) continue;
+    int ndim = -1;
+    ls >> ndim;
+    CaseArray a;
+    for (int d = 0; d < ndim; ++d) {
+      int64_t dim = -1;
+      ls >> dim;
+      a.shape.push_back(dim);
+    }
+    while (ls >> token) a.values.push_back(std::strtod(token.c_str(), nullptr));
+    if (ndim < 0 || static_cast<int64_t>(a.values.size()) != shape_numel(a.shape))
+      throw std::runtime_error(path + ":" + std::to_string(line_no) + ": '" + name + "' has " +
+                               std::to_string(a.values.size()) + " values for shape " + shape_str(a.shape));
+    if (out.count(name)) throw std::runtime_error(path + ":" + std::to_string(line_no) + ": duplicate array " + name);
+    out[name] = std::move(a);
+  }
+  return out;
 }
 
 CommandResult run_command(const std::string& command) {

@@ -1,6 +1,8 @@
 // Helpers shared by the test binaries.
 #pragma once
+#include <map>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -14,6 +16,17 @@ std::string temp_dir(const std::string& name);
 double max_abs_diff(const Tensor& a, const Tensor& b);
 // ||a - b|| / ||b||.
 double relative_l2(const Tensor& a, const Tensor& b);
+
+// The reference case files written by tools/golden/*.py: one line per array,
+// "name ndim d0 d1 ... v0 v1 ..." with values printed exactly (Python repr); "#" starts a comment line.
+struct CaseArray {
+  Shape shape;
+  std::vector<double> values;
+};
+// Every array of DATA/relative (path under tests/data); throws naming the file and the array on a
+// malformed line. Lines whose first word is in `skip_keywords` are ignored (other line kinds).
+std::map<std::string, CaseArray> read_case_file(const std::string& relative,
+                                                const std::vector<std::string>& skip_keywords = {});
 
 // Runs a shell command; its exit status and everything it printed (stdout and stderr).
 struct CommandResult {
