@@ -158,3 +158,22 @@ TEST(Train, NonFiniteLossesStopAfterTheLimit) {
   EXPECT_EQ(once.status, 0) << once.output;
   EXPECT_NE(once.output.find("not finite; the update was skipped"), std::string::npos) << once.output;
 }
+
+TEST(Train, SigtermSavesACheckpointAndResumeContinues) {
+  const std::string tmp = vitscuda::testing::temp_dir("train_sigterm");
+  const std::string data = prepared_corpus(tmp);
+  const std::string train = binary_path("vitscuda") + " train --data " + data + " --model " + kModel + " --out " + tmp +
+                            "/run --batch-size 2 --epochs 1000 --segment-frames 0 --checkpoint-every 0 --log-every 1000";
+  // Start a long run, wait until it has made progress, then ask it to stop.
+  const std::string script = "(" + train + " > " + tmp + "/log.txt 2>&1 & pid=$!; " + "for i in $(seq 100); do [ -s " +
+                             tmp + "/run/metrics.jsonl ] && break; sleep 0.1; done; sleep 0.5; kill -TERM $pid; " +
+                             "wait $pid; echo \"exit=$?\")";
+  auto r = run_command("bash -c '" + script + "'");
+  EXPECT_NE(r.output.find("exit=130"), std::string::npos) << r.output << slurp(tmp + "/log.txt");
+  const std::string log = slurp(tmp + "/log.txt");
+  EXPECT_NE(log.find("terminated (SIGTERM)"), std::string::npos) << log;
+  // The checkpoint it wrote is valid and the run resumes from it.
+  auto resumed = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + kModel + " --out " +
+                             tmp + "/run --batch-size 2 --epochs 1000 --segment-frames 0 --max-steps 1 --resume");
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+}
