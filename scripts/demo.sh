@@ -41,7 +41,7 @@ echo "== prepare"
 
 echo "== train ($epochs epochs)"
 "$build/vitscuda" train --data "$out/data" --model "$out/model" --out "$out/training" --epochs "$epochs" \
-  --batch-size 8 --segment-frames 32 --lr 5e-4 --checkpoint-every 20 --eval-every 20 --log-every 5
+  --batch-size 8 --segment-frames 32 --lr 2e-4 --warmup-steps 10 --checkpoint-every 25 --eval-every 25 --log-every 5
 
 echo "== synthesis with the trained model"
 "$build/vitscuda" synth --model "$out/training/final_model" --text "$text" --out "$out/trained.wav" --seed 1
