@@ -9,7 +9,9 @@ void register_info(CLI::App& app);
 void register_prepare(CLI::App& app);
 void register_selftest(CLI::App& app);
 void register_train(CLI::App& app);
-// Exit status of a `train` run (0 when no training ran).
+void register_feedback(CLI::App& app);
+// Exit status of a `train` / `feedback` run (0 when none ran).
 int train_exit_code();
+int feedback_exit_code();
 
 }  // namespace vitscuda::cli

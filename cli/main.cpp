@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   vitscuda::cli::register_prepare(app);
   vitscuda::cli::register_selftest(app);
   vitscuda::cli::register_train(app);
+  vitscuda::cli::register_feedback(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -21,5 +22,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  return vitscuda::cli::train_exit_code();
+  return vitscuda::cli::train_exit_code() != 0 ? vitscuda::cli::train_exit_code() : vitscuda::cli::feedback_exit_code();
 }
