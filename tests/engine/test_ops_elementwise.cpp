@@ -568,37 +568,9 @@ TEST(OpsElementwise, ChainOfOpsMatchesFiniteDifferences) {
 
 // ------------------------------------------------------------------ reference data
 
-struct Array {
-  Shape shape;
-  std::vector<double> values;
-};
+using Array = testing::CaseArray;
 
-// Lines "name ndim d0 .. v0 v1 ..".
-std::map<std::string, Array> load_arrays(const std::string& relative) {
-  const std::string path = testing::data_path(relative);
-  std::ifstream in(path);
-  VC_CHECK(in, "cannot open " << path);
-  std::map<std::string, Array> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    std::istringstream ls(line);
-    std::string name, token;
-    int ndim = 0;
-    ls >> name >> ndim;
-    Array a;
-    for (int d = 0; d < ndim; ++d) {
-      int64_t dim = 0;
-      ls >> dim;
-      a.shape.push_back(dim);
-    }
-    while (ls >> token) a.values.push_back(std::strtod(token.c_str(), nullptr));
-    VC_CHECK(static_cast<int64_t>(a.values.size()) == shape_numel(a.shape),
-             path << ": '" << name << "' has " << a.values.size() << " values for shape " << shape_str(a.shape));
-    out[name] = std::move(a);
-  }
-  return out;
-}
+std::map<std::string, Array> load_arrays(const std::string& relative) { return testing::read_case_file(relative); }
 
 class ReferenceFile {
  public:

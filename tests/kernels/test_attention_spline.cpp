@@ -392,33 +392,12 @@ TEST(AttentionKernel, FloatBackwardMatchesDouble) {
 
 // ================================================================== spline
 
-// Lines "name ndim d0 .. v0 v1 .." (tools/golden/make_kernel_cases_spline.py).
+// The reference arrays of a case file (tools/golden/make_kernel_cases_*.py), values and shapes.
 std::map<std::string, Vec> load_cases(const std::string& relative, std::map<std::string, std::vector<int64_t>>* shapes) {
-  const std::string path = testing::data_path(relative);
-  std::ifstream in(path);
-  VC_CHECK(in, "cannot open " << path);
   std::map<std::string, Vec> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    std::istringstream ls(line);
-    std::string name, token;
-    int ndim = 0;
-    ls >> name >> ndim;
-    std::vector<int64_t> shape;
-    int64_t numel = 1;
-    for (int d = 0; d < ndim; ++d) {
-      int64_t dim = 0;
-      ls >> dim;
-      shape.push_back(dim);
-      numel *= dim;
-    }
-    Vec values;
-    while (ls >> token) values.push_back(std::strtod(token.c_str(), nullptr));
-    VC_CHECK(static_cast<int64_t>(values.size()) == numel,
-             path << ": '" << name << "' has " << values.size() << " values for " << numel << " elements");
-    out[name] = std::move(values);
-    if (shapes) (*shapes)[name] = shape;
+  for (auto& [name, array] : testing::read_case_file(relative)) {
+    if (shapes) (*shapes)[name] = array.shape;
+    out[name] = std::move(array.values);
   }
   return out;
 }
