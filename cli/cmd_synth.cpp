@@ -4,6 +4,8 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/device_options.h"
+#include "engine/device_allocator.h"
 #include "io/audio.h"
 #include "kernels/backend.h"
 #include "kernels/error.h"
@@ -14,20 +16,17 @@ namespace vitscuda::cli {
 namespace {
 
 struct SynthArgs {
-  std::string model_dir, text, out, device = "cpu", wav_format = "pcm16";
+  std::string model_dir, text, out, wav_format = "pcm16";
+  DeviceOptions device;
   int speaker = -1;
   uint64_t seed = 0;
   double noise_scale = -1, noise_scale_duration = -1, speaking_rate = -1;  // < 0: the config's value
 };
 
 void run_synth(const SynthArgs& a) {
-  if (a.device != "cpu") {
-    std::string why;
-    kernels::cuda_device_available(&why);
-    VC_FAIL("--device " << a.device << ": synthesis on CUDA is not available yet (" << (why.empty() ? "CPU only" : why)
-                        << "); use --device cpu");
-  }
+  const Device device = resolve_device(a.device, "synth");
   model::LoadedModel loaded = model::load_model_dir(a.model_dir);
+  loaded.model->to(device);
   const io::VitsConfig& c = loaded.model->config();
   io::TokenizerResult tokens = loaded.tokenizer.encode(a.text);
   if (!tokens.dropped.empty()) {
@@ -44,15 +43,17 @@ void run_synth(const SynthArgs& a) {
   opt.seed = a.seed;
   const auto t0 = std::chrono::steady_clock::now();
   model::SynthesisOutput out = loaded.model->synthesize({tokens.ids}, opt);
+  std::vector<float> wave = out.waveform.to_float_vector();  // waits for the device
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<float> wave = out.waveform.to_float_vector();
   wave.resize(static_cast<size_t>(out.sample_lengths[0]));
   io::write_wav(a.out, wave, c.sampling_rate, a.wav_format == "float" ? io::WavFormat::Float32 : io::WavFormat::Pcm16);
   const double audio_seconds = static_cast<double>(wave.size()) / c.sampling_rate;
   std::printf("wrote %s: %.2f s of audio at %d Hz (%zu tokens, %lld frames)\n", a.out.c_str(), audio_seconds,
               c.sampling_rate, tokens.ids.size(), static_cast<long long>(out.frame_lengths[0]));
-  std::printf("synthesis on cpu: %.3f s, real-time factor %.3f (synthesis time / audio time)\n", seconds,
-              seconds / audio_seconds);
+  std::printf("synthesis on %s: %.3f s, real-time factor %.3f (synthesis time / audio time)\n", device_name(device),
+              seconds, seconds / audio_seconds);
+  if (device == Device::CUDA)
+    std::printf("peak device memory %s\n", format_bytes(DeviceAllocator::instance().stats().peak_live_bytes).c_str());
 }
 
 }  // namespace
@@ -69,7 +70,7 @@ void register_synth(CLI::App& app) {
   cmd->add_option("--noise-scale-duration", args->noise_scale_duration, "Duration noise scale (default: the config's)");
   cmd->add_option("--speaking-rate", args->speaking_rate, "Speaking rate (default: the config's)");
   cmd->add_option("--wav-format", args->wav_format, "pcm16 or float")->check(CLI::IsMember({"pcm16", "float"}));
-  cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_device_options(cmd, args->device);
   cmd->callback([args] { run_synth(*args); });
 }
 

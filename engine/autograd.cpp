@@ -59,6 +59,8 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 
 void record(const char* op, Tensor& output, BackwardFn fn) {
   VC_CHECK(g_current_tape, "record(" << op << ") without a recording tape");
+  VC_CHECK(output.device() == Device::CPU,
+           op << ": gradients through CUDA tensors are not implemented yet; train with --device cpu");
   auto slot = std::make_shared<GradSlot>();
   slot->shape = output.shape();
   slot->dtype = output.dtype();

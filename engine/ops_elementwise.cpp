@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
@@ -13,9 +14,12 @@ namespace vitscuda::ops {
 
 namespace {
 
-void check_cpu(const char* op, const Tensor& t) {
-  VC_CHECK(t.defined(), op << ": undefined input");
-  VC_CHECK(t.device() == Device::CPU, op << " has only a CPU implementation so far; got " << t.describe());
+void check_defined(const char* op, const Tensor& t) { VC_CHECK(t.defined(), op << ": undefined input"); }
+
+// Operands of one op must live on one device (there are no implicit copies).
+void check_same_device(const char* op, const Tensor& first, const Tensor& other) {
+  VC_CHECK(!other.defined() || other.device() == first.device(),
+           op << ": operands on different devices: " << first.describe() << " and " << other.describe());
 }
 
 template <typename F>
@@ -42,12 +46,9 @@ void split_at(const Tensor& x, int d, int64_t& outer, int64_t& mid, int64_t& inn
 }
 
 Tensor unary(const char* name, kernels::UnaryOp op, const Tensor& x, double param) {
-  check_cpu(name, x);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::unary_forward_cpu<T>(op, x.data<T>(), y.data<T>(), x.numel(), param);
-  });
+  check_defined(name, x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  VC_KERNEL("unary", x, unary_forward, op, x.data<T>(), y.data<T>(), x.numel(), param);
   // ceil is piecewise constant: torch gives it a zero gradient, so nothing flows back.
   if (op != kernels::UnaryOp::Ceil && autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
@@ -103,17 +104,14 @@ Broadcast broadcast(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor binary(const char* name, kernels::BinaryOp op, const Tensor& a, const Tensor& b) {
-  check_cpu(name, a);
-  check_cpu(name, b);
+  check_defined(name, a);
+  check_defined(name, b);
+  check_same_device(name, a, b);
   VC_CHECK(a.dtype() == b.dtype(), name << ": dtypes differ: " << a.describe() << " and " << b.describe());
   Broadcast bc = broadcast(name, a, b);
-  Tensor y = Tensor::empty(bc.shape, a.dtype());
+  Tensor y = Tensor::empty(bc.shape, a.dtype(), a.device());
   const int nd = static_cast<int>(bc.shape.size());
-  dispatch(a.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::binary_forward_cpu<T>(op, a.data<T>(), bc.a_strides.data(), b.data<T>(), bc.b_strides.data(),
-                                   y.data<T>(), bc.shape.data(), nd);
-  });
+  VC_KERNEL("binary", a, binary_forward, op, a.data<T>(), bc.a_strides.data(), b.data<T>(), bc.b_strides.data(), y.data<T>(), bc.shape.data(), nd);
   if (autograd::needs_grad({&a, &b})) {
     auto sa = a.grad_slot(), sb = b.grad_slot();
     // d(a*b): da reads b, db reads a; d(a/b): da reads b, db reads a and b.
@@ -166,22 +164,19 @@ Tensor activation(const Tensor& x, const std::string& name) {
 }
 
 Tensor gated_tanh_sigmoid(const Tensor& x) {
-  check_cpu("gated_tanh_sigmoid", x);
+  check_defined("gated_tanh_sigmoid", x);
   VC_CHECK(x.ndim() == 3 && x.dim(1) % 2 == 0, "gated_tanh_sigmoid: x must be [B, 2C, T], got " << x.describe());
-  const int64_t B = x.dim(0), C = x.dim(1) / 2, T = x.dim(2);
-  Tensor y = Tensor::empty({B, C, T}, x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using V = decltype(tag);
-    kernels::gated_tanh_sigmoid_forward_cpu<V>(x.data<V>(), y.data<V>(), B, C, T);
-  });
+  const int64_t B = x.dim(0), C = x.dim(1) / 2, Tlen = x.dim(2);
+  Tensor y = Tensor::empty({B, C, Tlen}, x.dtype(), x.device());
+  VC_KERNEL("gated_tanh_sigmoid", x, gated_tanh_sigmoid_forward, x.data<T>(), y.data<T>(), B, C, Tlen);
   if (autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
     Tensor xs = x.detach();
-    autograd::record("gated_tanh_sigmoid", y, [slot, xs, B, C, T](const Tensor& dy) {
+    autograd::record("gated_tanh_sigmoid", y, [slot, xs, B, C, Tlen](const Tensor& dy) {
       Tensor dx = slot->accumulator(xs.shape());
       dispatch(dy.dtype(), [&](auto tag) {
         using V = decltype(tag);
-        kernels::gated_tanh_sigmoid_backward_cpu<V>(xs.data<V>(), dy.data<V>(), dx.data<V>(), B, C, T);
+        kernels::gated_tanh_sigmoid_backward_cpu<V>(xs.data<V>(), dy.data<V>(), dx.data<V>(), B, C, Tlen);
       });
     });
   }
@@ -189,12 +184,12 @@ Tensor gated_tanh_sigmoid(const Tensor& x) {
 }
 
 Tensor transpose(const Tensor& x, int dim0, int dim1) {
-  check_cpu("transpose", x);
+  check_defined("transpose", x);
   int a = normalize_dim("transpose", x, dim0), b = normalize_dim("transpose", x, dim1);
   if (a > b) std::swap(a, b);
   Shape out_shape = x.shape();
   std::swap(out_shape[a], out_shape[b]);
-  Tensor y = Tensor::empty(out_shape, x.dtype());
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
   if (a == b) {
     y.copy_from(x);
   } else {
@@ -203,10 +198,7 @@ Tensor transpose(const Tensor& x, int dim0, int dim1) {
     for (int i = a + 1; i < b; ++i) d2 *= x.dim(i);
     for (int i = b + 1; i < x.ndim(); ++i) d4 *= x.dim(i);
     const int64_t d1 = x.dim(a), d3 = x.dim(b);
-    dispatch(x.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      kernels::swap_axes_cpu<T>(x.data<T>(), y.data<T>(), d0, d1, d2, d3, d4, false);
-    });
+    VC_KERNEL("swap_axes", x, swap_axes, x.data<T>(), y.data<T>(), d0, d1, d2, d3, d4, false);
     if (autograd::needs_grad({&x})) {
       auto slot = x.grad_slot();
       const Shape in_shape = x.shape();
@@ -235,7 +227,7 @@ Tensor transpose(const Tensor& x, int dim0, int dim1) {
 }
 
 Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
-  check_cpu("narrow", x);
+  check_defined("narrow", x);
   const int d = normalize_dim("narrow", x, dim);
   VC_CHECK(start >= 0 && length >= 0 && start + length <= x.dim(d),
            "narrow: [" << start << ", " << start + length << ") outside dim " << d << " of " << x.describe());
@@ -243,11 +235,8 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
   split_at(x, d, outer, mid, inner);
   Shape s = x.shape();
   s[d] = length;
-  Tensor y = Tensor::empty(s, x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::slice_gather_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, start, length, false);
-  });
+  Tensor y = Tensor::empty(s, x.dtype(), x.device());
+  VC_KERNEL("slice_gather", x, slice_gather, x.data<T>(), y.data<T>(), outer, mid, inner, start, length, false);
   if (autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
     const Shape in_shape = x.shape();
@@ -264,7 +253,10 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
 
 Tensor cat(const std::vector<Tensor>& xs, int dim) {
   VC_CHECK(!xs.empty(), "cat: no tensors");
-  for (const Tensor& x : xs) check_cpu("cat", x);
+  for (const Tensor& x : xs) {
+    check_defined("cat", x);
+    check_same_device("cat", xs[0], x);
+  }
   const int d = normalize_dim("cat", xs[0], dim);
   Shape s = xs[0].shape();
   int64_t total = 0;
@@ -277,7 +269,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
     total += x.dim(d);
   }
   s[d] = total;
-  Tensor y = Tensor::empty(s, xs[0].dtype());
+  Tensor y = Tensor::empty(s, xs[0].dtype(), xs[0].device());
   int64_t outer, mid, inner;
   split_at(y, d, outer, mid, inner);
   int64_t offset = 0;
@@ -285,10 +277,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
   for (const Tensor& x : xs) {
     offsets.push_back(offset);
     const int64_t len = x.dim(d);
-    dispatch(x.dtype(), [&](auto tag) {
-      using T = decltype(tag);
-      kernels::slice_scatter_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, offset, len, false);
-    });
+    VC_KERNEL("slice_scatter", x, slice_scatter, x.data<T>(), y.data<T>(), outer, mid, inner, offset, len, false);
     offset += len;
   }
   if (autograd::needs_grad(xs)) {
@@ -313,15 +302,12 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
 }
 
 Tensor flip(const Tensor& x, int dim) {
-  check_cpu("flip", x);
+  check_defined("flip", x);
   const int d = normalize_dim("flip", x, dim);
   int64_t outer, mid, inner;
   split_at(x, d, outer, mid, inner);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::flip_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner, false);
-  });
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  VC_KERNEL("flip", x, flip, x.data<T>(), y.data<T>(), outer, mid, inner, false);
   if (autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
     const Shape in_shape = x.shape();
@@ -337,7 +323,7 @@ Tensor flip(const Tensor& x, int dim) {
 }
 
 Tensor sum(const Tensor& x, int dim, bool keepdim) {
-  check_cpu("sum", x);
+  check_defined("sum", x);
   const int d = normalize_dim("sum", x, dim);
   int64_t outer, mid, inner;
   split_at(x, d, outer, mid, inner);
@@ -346,11 +332,8 @@ Tensor sum(const Tensor& x, int dim, bool keepdim) {
     s[d] = 1;
   else
     s.erase(s.begin() + d);
-  Tensor y = Tensor::empty(s, x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::sum_mid_forward_cpu<T>(x.data<T>(), y.data<T>(), outer, mid, inner);
-  });
+  Tensor y = Tensor::empty(s, x.dtype(), x.device());
+  VC_KERNEL("sum_mid", x, sum_mid_forward, x.data<T>(), y.data<T>(), outer, mid, inner);
   if (autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
     const Shape in_shape = x.shape();
@@ -366,13 +349,10 @@ Tensor sum(const Tensor& x, int dim, bool keepdim) {
 }
 
 Tensor softmax(const Tensor& x) {
-  check_cpu("softmax", x);
+  check_defined("softmax", x);
   const int64_t n = x.dim(-1), rows = x.numel() / std::max<int64_t>(n, 1);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::softmax_forward_cpu<T>(x.data<T>(), y.data<T>(), rows, n);
-  });
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  VC_KERNEL("softmax", x, softmax_forward, x.data<T>(), y.data<T>(), rows, n);
   if (autograd::needs_grad({&x})) {
     auto slot = x.grad_slot();
     Tensor ys = y.detach();
@@ -389,13 +369,14 @@ Tensor softmax(const Tensor& x) {
 
 Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& emb_rel_k,
                           const Tensor& emb_rel_v, const Tensor& key_mask, int window) {
-  for (const Tensor* t : {&q, &k, &v, &key_mask}) check_cpu("relative_attention", *t);
+  for (const Tensor* t : {&q, &k, &v, &key_mask}) check_defined("relative_attention", *t);
+  for (const Tensor* t : {&k, &v, &key_mask, &emb_rel_k, &emb_rel_v}) check_same_device("relative_attention", q, *t);
   VC_CHECK(q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape(),
-           "relative_attention: q, k, v must be equal [B, H, T, D], got " << q.describe() << ", " << k.describe()
+           "relative_attention: q, k, v must be equal [B, H, Tlen, D], got " << q.describe() << ", " << k.describe()
                                                                           << ", " << v.describe());
-  const int64_t B = q.dim(0), H = q.dim(1), T = q.dim(2), D = q.dim(3);
-  VC_CHECK(key_mask.numel() == B * T, "relative_attention: key mask " << key_mask.describe() << " for [B=" << B
-                                                                      << ", T=" << T << "]");
+  const int64_t B = q.dim(0), H = q.dim(1), Tlen = q.dim(2), D = q.dim(3);
+  VC_CHECK(key_mask.numel() == B * Tlen, "relative_attention: key mask " << key_mask.describe() << " for [B=" << B
+                                                                      << ", Tlen=" << Tlen << "]");
   VC_CHECK(window >= 0, "relative_attention: negative window " << window);
   if (window > 0)
     for (const Tensor* e : {&emb_rel_k, &emb_rel_v})
@@ -405,17 +386,11 @@ Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
   for (const Tensor* t : {&k, &v, &emb_rel_k, &emb_rel_v})
     VC_CHECK(!t->defined() || t->dtype() == q.dtype(),
              "relative_attention: dtypes differ: q " << q.describe() << ", operand " << t->describe());
-  Tensor out = Tensor::empty(q.shape(), q.dtype());
-  Tensor probs = Tensor::empty({B * H, T, T}, q.dtype());
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor probs = Tensor::empty({B * H, Tlen, Tlen}, q.dtype(), q.device());
   Tensor mask = key_mask.dtype() == q.dtype() ? key_mask : key_mask.to(q.dtype());
   Tensor ek = window > 0 ? emb_rel_k : Tensor(), ev = window > 0 ? emb_rel_v : Tensor();
-  dispatch(q.dtype(), [&](auto tag) {
-    using V = decltype(tag);
-    kernels::relative_attention_forward_cpu<V>(q.data<V>(), k.data<V>(), v.data<V>(),
-                                               ek.defined() ? ek.data<V>() : nullptr,
-                                               ev.defined() ? ev.data<V>() : nullptr, mask.data<V>(), out.data<V>(),
-                                               probs.data<V>(), B, H, T, D, window);
-  });
+  VC_KERNEL("relative_attention", q, relative_attention_forward, q.data<T>(), k.data<T>(), v.data<T>(), ek.defined() ? ek.data<T>() : nullptr, ev.defined() ? ev.data<T>() : nullptr, mask.data<T>(), out.data<T>(), probs.data<T>(), B, H, Tlen, D, window);
   if (autograd::needs_grad({&q, &k, &v, &ek, &ev})) {
     auto sq = q.grad_slot(), sk = k.grad_slot(), sv = v.grad_slot();
     auto sek = ek.defined() ? ek.grad_slot() : nullptr, sev = ev.defined() ? ev.grad_slot() : nullptr;
@@ -433,7 +408,7 @@ Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
                          auto ptr = [](const Tensor& t) { return t.defined() ? t.data<V>() : nullptr; };
                          kernels::relative_attention_backward_cpu<V>(
                              qs.data<V>(), ks.data<V>(), vs.data<V>(), ptr(eks), ptr(evs), ps.data<V>(),
-                             dy.data<V>(), ptr(dq), ptr(dk), ptr(dv), ptr(dek), ptr(dev), B, H, T, D, window);
+                             dy.data<V>(), ptr(dq), ptr(dk), ptr(dv), ptr(dek), ptr(dev), B, H, Tlen, D, window);
                        });
                      });
   }
@@ -442,7 +417,10 @@ Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
 
 std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const Tensor& widths, const Tensor& heights,
                                                     const Tensor& derivatives, bool reverse, double tail_bound) {
-  for (const Tensor* t : {&inputs, &widths, &heights, &derivatives}) check_cpu("rational_quadratic_spline", *t);
+  for (const Tensor* t : {&inputs, &widths, &heights, &derivatives}) {
+    check_defined("rational_quadratic_spline", *t);
+    check_same_device("rational_quadratic_spline", inputs, *t);
+  }
   const int64_t n = inputs.numel();
   VC_CHECK(widths.ndim() == 2 && widths.dim(0) == n && heights.shape() == widths.shape() &&
                derivatives.ndim() == 2 && derivatives.dim(0) == n && derivatives.dim(1) == widths.dim(1) - 1,
@@ -454,14 +432,9 @@ std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const 
                                                                                               << ", parameter "
                                                                                               << t->describe());
   const int bins = static_cast<int>(widths.dim(1));
-  Tensor out = Tensor::empty(inputs.shape(), inputs.dtype());
-  Tensor logdet = Tensor::empty(inputs.shape(), inputs.dtype());
-  dispatch(inputs.dtype(), [&](auto tag) {
-    using V = decltype(tag);
-    kernels::rational_quadratic_spline_forward_cpu<V>(inputs.data<V>(), widths.data<V>(), heights.data<V>(),
-                                                      derivatives.data<V>(), out.data<V>(), logdet.data<V>(), n, bins,
-                                                      reverse, tail_bound);
-  });
+  Tensor out = Tensor::empty(inputs.shape(), inputs.dtype(), inputs.device());
+  Tensor logdet = Tensor::empty(inputs.shape(), inputs.dtype(), inputs.device());
+  VC_KERNEL("rational_quadratic_spline", inputs, rational_quadratic_spline_forward, inputs.data<T>(), widths.data<T>(), heights.data<T>(), derivatives.data<T>(), out.data<T>(), logdet.data<T>(), n, bins, reverse, tail_bound);
   if (autograd::needs_grad({&inputs, &widths, &heights, &derivatives})) {
     auto sx = inputs.grad_slot(), sw = widths.grad_slot(), sh = heights.grad_slot(), sd = derivatives.grad_slot();
     const Tensor xs = inputs.detach(), ws = widths.detach(), hs = heights.detach(), ds = derivatives.detach();

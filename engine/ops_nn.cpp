@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/conv1d.h"
 #include "kernels/conv_transpose1d.h"
@@ -31,7 +32,7 @@ struct Operand {
   bool required;
 };
 
-// Required operands must be defined; all defined ones must be CPU tensors of one dtype.
+// Required operands must be defined; all defined ones must share one device and one dtype.
 void check_operands(const char* op, std::initializer_list<Operand> operands) {
   const Operand* first = nullptr;
   for (const Operand& o : operands) {
@@ -39,11 +40,12 @@ void check_operands(const char* op, std::initializer_list<Operand> operands) {
       VC_CHECK(!o.required, op << ": " << o.name << " is an undefined tensor");
       continue;
     }
-    VC_CHECK(o.tensor->device() == Device::CPU, op << ": " << o.name << " is " << o.tensor->describe() << ", but " << op
-                                                   << " has only a CPU implementation so far (no CUDA kernel)");
     if (!first) {
       first = &o;
     } else {
+      VC_CHECK(o.tensor->device() == first->tensor->device(),
+               op << ": " << o.name << " is " << o.tensor->describe() << " but " << first->name << " is "
+                  << first->tensor->describe() << "; operands must be on one device");
       VC_CHECK(o.tensor->dtype() == first->tensor->dtype(), op << ": " << o.name << " is " << o.tensor->describe()
                                                                << " but " << first->name << " is "
                                                                << first->tensor->describe() << "; dtypes must match");
@@ -101,12 +103,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const int rows = as_int(op, "rows", leading);
   Shape y_shape = x.shape();
   y_shape.back() = out;
-  Tensor y = Tensor::empty(y_shape, x.dtype());
+  Tensor y = Tensor::empty(y_shape, x.dtype(), x.device());
   const int in_i = as_int(op, "in", in), out_i = as_int(op, "out", out);
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::linear_forward_cpu(x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), rows, in_i, out_i);
-  });
+  VC_KERNEL("linear", x, linear_forward, x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), rows, in_i, out_i);
   if (autograd::needs_grad({&x, &w, &b})) {
     SlotPtr sx = slot_of(x), sw = slot_of(w), sb = slot_of(b);
     Tensor xs = saved_if(sw != nullptr, x), ws = saved_if(sx != nullptr, w);
@@ -141,11 +140,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
             N_i = as_int(op, "N", N);
   Shape c_shape = a.shape();
   c_shape.back() = N;
-  Tensor c = Tensor::empty(c_shape, a.dtype());
-  dispatch(a.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::matmul_forward_cpu(a.data<T>(), b.data<T>(), c.data<T>(), batch_i, M_i, K_i, N_i);
-  });
+  Tensor c = Tensor::empty(c_shape, a.dtype(), a.device());
+  VC_KERNEL("matmul", a, matmul_forward, a.data<T>(), b.data<T>(), c.data<T>(), batch_i, M_i, K_i, N_i);
   if (autograd::needs_grad({&a, &b})) {
     SlotPtr sa = slot_of(a), sb = slot_of(b);
     Tensor as = saved_if(sb != nullptr, a), bs = saved_if(sa != nullptr, b);
@@ -176,12 +172,9 @@ Tensor embedding(const Tensor& table, const std::vector<int32_t>& ids, int64_t b
                                                << static_cast<int64_t>(i) / time << ", time "
                                                << static_cast<int64_t>(i) % time << ") is outside the table "
                                                << table.describe() << " (valid ids: 0.." << vocab - 1 << ")");
-  Tensor y = Tensor::empty({batch, time, C}, table.dtype());
+  Tensor y = Tensor::empty({batch, time, C}, table.dtype(), table.device());
   const int64_t n = batch * time;
-  dispatch(table.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::embedding_forward_cpu(table.data<T>(), ids.data(), y.data<T>(), n, vocab, C);
-  });
+  VC_KERNEL("embedding", table, embedding_forward, table.data<T>(), ids.data(), y.data<T>(), n, vocab, C);
   if (autograd::needs_grad({&table})) {
     SlotPtr st = slot_of(table);
     const Shape t_shape = table.shape();
@@ -218,12 +211,8 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int
   VC_CHECK(Tout >= 1, op << ": x " << x.describe() << " with padding (" << pad_left << ", " << pad_right
                          << ") is shorter than the kernel span " << static_cast<int64_t>(dilation) * (K - 1) + 1
                          << " (weight " << w.describe() << ", dilation " << dilation << ")");
-  Tensor y = Tensor::empty({B, Cout, Tout}, x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::conv1d_forward_cpu(x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), B, Cin, Tin, Cout, K, stride,
-                                pad_left, pad_right, dilation, groups);
-  });
+  Tensor y = Tensor::empty({B, Cout, Tout}, x.dtype(), x.device());
+  VC_KERNEL("conv1d", x, conv1d_forward, x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
   if (autograd::needs_grad({&x, &w, &b})) {
     SlotPtr sx = slot_of(x), sw = slot_of(w), sb = slot_of(b);
     Tensor xs = saved_if(sw != nullptr, x), ws = saved_if(sx != nullptr, w);
@@ -257,12 +246,8 @@ Tensor conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor& b, int s
   VC_CHECK(Tout >= 1, op << ": output length " << Tout << " for x " << x.describe() << ", weight " << w.describe()
                          << ", stride " << stride << ", padding " << padding);
   as_int(op, "output length", Tout);
-  Tensor y = Tensor::empty({B, Cout, Tout}, x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::conv_transpose1d_forward_cpu(x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), B, Cin, Tin, Cout,
-                                          K, stride, padding);
-  });
+  Tensor y = Tensor::empty({B, Cout, Tout}, x.dtype(), x.device());
+  VC_KERNEL("conv_transpose1d", x, conv_transpose1d_forward, x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), B, Cin, Tin, Cout, K, stride, padding);
   if (autograd::needs_grad({&x, &w, &b})) {
     SlotPtr sx = slot_of(x), sw = slot_of(w), sb = slot_of(b);
     Tensor xs = saved_if(sw != nullptr, x), ws = saved_if(sx != nullptr, w);
@@ -292,11 +277,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
               << x.describe());
   VC_CHECK(eps >= 0.0, op << ": eps " << eps << " must be >= 0");
   const int rows = as_int(op, "rows", x.numel() / C), C_i = as_int(op, "C", C);
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::layer_norm_forward_cpu(x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), rows, C_i, eps);
-  });
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  VC_KERNEL("layer_norm", x, layer_norm_forward, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), rows, C_i, eps);
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     SlotPtr sx = slot_of(x), sg = slot_of(gamma), sb = slot_of(beta);
     Tensor xs = x.detach(), gs = gamma.detach();
@@ -322,12 +304,8 @@ Tensor layer_norm_channels(const Tensor& x, const Tensor& gamma, const Tensor& b
               << x.describe());
   VC_CHECK(eps >= 0.0, op << ": eps " << eps << " must be >= 0");
   const int B = as_int(op, "batch", x.dim(0)), C_i = as_int(op, "C", C), T_len = as_int(op, "T", x.dim(2));
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::layer_norm_channels_forward_cpu(x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), B, C_i, T_len,
-                                             eps);
-  });
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  VC_KERNEL("layer_norm_channels", x, layer_norm_channels_forward, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), B, C_i, T_len, eps);
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     SlotPtr sx = slot_of(x), sg = slot_of(gamma), sb = slot_of(beta);
     Tensor xs = x.detach(), gs = gamma.detach();
@@ -352,11 +330,8 @@ Tensor weight_norm(const Tensor& g, const Tensor& v) {
            op << ": g " << g.describe() << " must hold one value per row of v " << v.describe() << " (shape [" << rows
               << ", 1, ...])");
   const int rows_i = as_int(op, "rows", rows), n = as_int(op, "row length", v.numel() / rows);
-  Tensor w = Tensor::empty(v.shape(), v.dtype());
-  dispatch(v.dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    kernels::weight_norm_forward_cpu(g.data<T>(), v.data<T>(), w.data<T>(), rows_i, n);
-  });
+  Tensor w = Tensor::empty(v.shape(), v.dtype(), v.device());
+  VC_KERNEL("weight_norm", v, weight_norm_forward, g.data<T>(), v.data<T>(), w.data<T>(), rows_i, n);
   if (autograd::needs_grad({&g, &v})) {
     SlotPtr sg = slot_of(g), sv = slot_of(v);
     Tensor gs = g.detach(), vs = v.detach();

@@ -27,6 +27,19 @@ void ParameterStore::finalize() {
   flat_ = Tensor::zeros({total_});
 }
 
+void ParameterStore::to(Device device) {
+  VC_CHECK(finalized(), "parameter store moved to " << device_name(device) << " before finalize()");
+  if (device == flat_.device()) return;
+  flat_ = flat_.to(device);
+  if (grads_.defined()) {
+    grads_ = grads_.to(device);
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (slots_[i])
+        slots_[i]->grad = Tensor::view_of(grads_.storage(), static_cast<size_t>(params_[i].offset), params_[i].shape,
+                                          grads_.dtype());
+  }
+}
+
 bool ParameterStore::has(const std::string& name) const { return index_.count(name) != 0; }
 
 const ParameterInfo& ParameterStore::info(const std::string& name) const {

@@ -57,6 +57,10 @@ class ParameterStore {
   const ParameterInfo& info(const std::string& name) const;
   const std::vector<ParameterInfo>& params() const { return params_; }  // declaration order
   int64_t total() const { return total_; }
+  // Moves the parameters (and gradients, when enabled) to `device`; views handed out before
+  // keep the old storage.
+  void to(Device device);
+  Device device() const { return flat_.device(); }
   Tensor& flat() { return flat_; }
   const Tensor& flat() const { return flat_; }
 

@@ -16,67 +16,17 @@
 #include <type_traits>
 
 #include "kernels/error.h"
+#include "kernels/philox.h"
 
 namespace vitscuda {
 
-void philox4x32(uint64_t key, uint64_t counter, uint32_t out[4]) {
-  // Philox4x32-10 (Salmon et al., SC'11) with the multipliers and Weyl constants of Random123
-  // and cuRAND. The counter's upper 64 bits are 0; the key is the seed.
-  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
-  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(kMul0) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(kMul1) * c2;
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    const uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
-    c0 = n0;
-    c1 = n1;
-    c2 = n2;
-    c3 = n3;
-    k0 += kWeyl0;
-    k1 += kWeyl1;
-  }
-  out[0] = c0;
-  out[1] = c1;
-  out[2] = c2;
-  out[3] = c3;
-}
+void philox4x32(uint64_t key, uint64_t counter, uint32_t out[4]) { kernels::philox4x32_block(key, counter, out); }
 
 namespace {
 
-// Words w .. w+count-1 (count <= 4) of the stream of `seed`.
-void stream_words(uint64_t seed, uint64_t w, int count, uint32_t* out) {
-  uint32_t block[4];
-  uint64_t loaded = ~uint64_t(0);
-  for (int i = 0; i < count; ++i) {
-    const uint64_t word = w + static_cast<uint64_t>(i);
-    if (word / 4 != loaded) {
-      loaded = word / 4;
-      philox4x32(seed, loaded, block);
-    }
-    out[i] = block[word % 4];
-  }
-}
-
-uint64_t bits53(uint32_t hi, uint32_t lo) { return (static_cast<uint64_t>(hi) << 21) | (lo >> 11); }
-constexpr double kTwoPow53 = 9007199254740992.0;
-
-double uniform_at(uint64_t seed, uint64_t w) {
-  uint32_t v[2];
-  stream_words(seed, w, 2, v);
-  return static_cast<double>(bits53(v[0], v[1])) / kTwoPow53;  // [0, 1)
-}
-
-double normal_at(uint64_t seed, uint64_t w) {
-  uint32_t v[4];
-  stream_words(seed, w, 4, v);
-  const double u1 = (static_cast<double>(bits53(v[0], v[1])) + 1.0) / kTwoPow53;  // (0, 1]
-  const double u2 = (static_cast<double>(bits53(v[2], v[3])) + 1.0) / kTwoPow53;
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-}
+using kernels::philox_normal_at;
+using kernels::philox_stream_words;
+using kernels::philox_uniform_at;
 
 constexpr int64_t kParallelMin = 1 << 14;
 
@@ -84,29 +34,36 @@ constexpr int64_t kParallelMin = 1 << 14;
 
 uint32_t Rng::next_u32() {
   uint32_t w;
-  stream_words(seed_, offset_, 1, &w);
+  philox_stream_words(seed_, offset_, 1, &w);
   ++offset_;
   return w;
 }
 
 double Rng::uniform() {
-  const double u = uniform_at(seed_, offset_);
+  const double u = philox_uniform_at(seed_, offset_);
   offset_ += 2;
   return u;
 }
 
 void Rng::fill_uniform(Tensor& t, double lo, double hi) {
-  VC_CHECK(t.device() == Device::CPU, "fill_uniform: CPU tensors only, got " << t.describe());
   VC_CHECK(lo <= hi, "fill_uniform: empty range [" << lo << ", " << hi << ")");
   const int64_t n = t.numel();
   const uint64_t base = offset_;
   const uint64_t seed = seed_;
+  if (t.device() == Device::CUDA) {
+    VC_CHECK(t.dtype() == DType::F32, "fill_uniform: CUDA tensors are float32 only, got " << t.describe());
+#if VITSCUDA_HAVE_CUDA
+    kernels::fill_uniform_cuda(t.data<float>(), n, seed, base, lo, hi);
+#endif
+    offset_ += 2 * static_cast<uint64_t>(n);
+    return;
+  }
   auto fill = [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
     const T top = static_cast<T>(hi);
 #pragma omp parallel for if (n > kParallelMin)
     for (int64_t i = 0; i < n; ++i) {
-      T v = static_cast<T>(lo + (hi - lo) * uniform_at(seed, base + 2 * static_cast<uint64_t>(i)));
+      T v = static_cast<T>(lo + (hi - lo) * philox_uniform_at(seed, base + 2 * static_cast<uint64_t>(i)));
       // Rounding to T can reach hi itself; the range is half-open.
       if (v >= top && lo < hi) v = std::nextafter(top, static_cast<T>(lo));
       p[i] = v;
@@ -120,14 +77,21 @@ void Rng::fill_uniform(Tensor& t, double lo, double hi) {
 }
 
 void Rng::fill_normal(Tensor& t) {
-  VC_CHECK(t.device() == Device::CPU, "fill_normal: CPU tensors only, got " << t.describe());
   const int64_t n = t.numel();
   const uint64_t base = offset_;
   const uint64_t seed = seed_;
+  if (t.device() == Device::CUDA) {
+    VC_CHECK(t.dtype() == DType::F32, "fill_normal: CUDA tensors are float32 only, got " << t.describe());
+#if VITSCUDA_HAVE_CUDA
+    kernels::fill_normal_cuda(t.data<float>(), n, seed, base);
+#endif
+    offset_ += 4 * static_cast<uint64_t>(n);
+    return;
+  }
   auto fill = [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
 #pragma omp parallel for if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(normal_at(seed, base + 4 * static_cast<uint64_t>(i)));
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(philox_normal_at(seed, base + 4 * static_cast<uint64_t>(i)));
   };
   if (t.dtype() == DType::F32)
     fill(t.data<float>());

@@ -6,6 +6,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "engine/device_allocator.h"
+#include "kernels/backend.h"
+#include "kernels/device.h"
+#include "kernels/elementwise.h"
 #include "kernels/error.h"
 
 namespace vitscuda {
@@ -41,7 +45,11 @@ MemoryStats cpu_memory_stats() { return {g_cpu_live.load(), g_cpu_peak.load()}; 
 void reset_cpu_peak_memory() { g_cpu_peak.store(g_cpu_live.load()); }
 
 Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
-  VC_CHECK(dev == Device::CPU, "CUDA storage is not available in this build");
+  if (dev == Device::CUDA) {
+    VC_CHECK(kernels::built_with_cuda(), "a CUDA tensor was requested, but this vitscuda was built without CUDA");
+    data = DeviceAllocator::instance().allocate(nbytes, "tensor storage");
+    return;
+  }
   size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
   if (rounded == 0) rounded = kAlignment;
   data = std::aligned_alloc(kAlignment, rounded);
@@ -53,6 +61,10 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
 }
 
 Storage::~Storage() {
+  if (device == Device::CUDA) {
+    DeviceAllocator::instance().release(data);
+    return;
+  }
   std::free(data);
   g_cpu_live.fetch_sub(bytes);
 }
@@ -69,12 +81,15 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  std::memset(t.raw(), 0, t.nbytes());
+  if (device == Device::CUDA)
+    kernels::device_memset_zero(t.raw(), t.nbytes());
+  else
+    std::memset(t.raw(), 0, t.nbytes());
   return t;
 }
 
-Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
-  Tensor t = empty(shape, dtype);
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
   t.fill(value);
   return t;
 }
@@ -148,7 +163,14 @@ Tensor Tensor::reshape(const Shape& shape) const {
 
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, dtype_, device_);
-  std::memcpy(t.raw(), raw(), nbytes());
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  if (device == device_) return *this;
+  Tensor t = empty(shape_, dtype_, device);
+  t.copy_from(*this);
   return t;
 }
 
@@ -159,6 +181,7 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 std::vector<float> Tensor::to_float_vector() const {
+  if (device_ == Device::CUDA) return to(Device::CPU).to_float_vector();
   std::vector<float> out(static_cast<size_t>(numel_));
   if (dtype_ == DType::F32) {
     std::memcpy(out.data(), raw(), nbytes());
@@ -170,6 +193,13 @@ std::vector<float> Tensor::to_float_vector() const {
 }
 
 void Tensor::fill(double value) {
+  if (device_ == Device::CUDA) {
+    VC_CHECK(dtype_ == DType::F32, "fill: CUDA tensors are float32 only, got " << describe());
+#if VITSCUDA_HAVE_CUDA
+    kernels::fill_cuda(data<float>(), numel_, static_cast<float>(value));
+#endif
+    return;
+  }
   if (dtype_ == DType::F32) {
     float* p = data<float>();
     for (int64_t i = 0; i < numel_; ++i) p[i] = static_cast<float>(value);
@@ -181,6 +211,17 @@ void Tensor::fill(double value) {
 
 void Tensor::copy_from(const Tensor& other) {
   VC_CHECK(other.numel() == numel_, "copy_from: " << other.describe() << " into " << describe());
+  if (device_ == Device::CUDA || other.device_ == Device::CUDA) {
+    VC_CHECK(other.dtype_ == dtype_, "copy_from: " << other.describe() << " into " << describe()
+                                                   << ": dtype conversion happens on the CPU; convert first");
+    if (device_ == Device::CUDA && other.device_ == Device::CUDA)
+      kernels::copy_device_to_device(raw(), other.raw(), nbytes());
+    else if (device_ == Device::CUDA)
+      kernels::copy_host_to_device(raw(), other.raw(), nbytes());
+    else
+      kernels::copy_device_to_host(raw(), other.raw(), nbytes());
+    return;
+  }
   if (other.dtype_ == dtype_) {
     std::memmove(raw(), other.raw(), nbytes());
   } else if (dtype_ == DType::F32) {

@@ -41,7 +41,8 @@ struct Storage {
   Storage& operator=(const Storage&) = delete;
 };
 
-// Live and peak bytes of host tensor memory (what a training step's peak reports).
+// Live and peak bytes of host tensor memory (what a training step's peak reports). Device
+// memory is counted by the DeviceAllocator (engine/device_allocator.h).
 struct MemoryStats {
   size_t live_bytes = 0;
   size_t peak_bytes = 0;
@@ -55,7 +56,7 @@ class Tensor {
 
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32);
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32, Device device = Device::CPU);
   static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
   static Tensor from_vector(const std::vector<double>& values, const Shape& shape);
   // A view of `shape` at element `offset` into `storage` (no copy).
@@ -82,9 +83,11 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;
   Tensor clone() const;
   Tensor to(DType dtype) const;
+  // A copy on `device` (the same tensor when it is already there).
+  Tensor to(Device device) const;
   std::vector<float> to_float_vector() const;
   void fill(double value);
-  void copy_from(const Tensor& other);  // same numel; converts dtype
+  void copy_from(const Tensor& other);  // same numel; converts dtype (on the CPU); copies across devices
 
   std::string describe() const;  // "f32[2, 3] cpu"
 

@@ -13,4 +13,8 @@ void gather_frames_cpu(const T* x, const int32_t* index, T* y, int64_t B, int64_
 template <typename T>
 void gather_frames_backward_cpu(const T* dy, const int32_t* index, T* dx, int64_t B, int64_t C, int64_t T_in, int64_t F);
 
+// CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// index is a host array (uploaded).
+void gather_frames_cuda(const float* x, const int32_t* index, float* y, int64_t B, int64_t C, int64_t T_in, int64_t F);
+
 }  // namespace vitscuda::kernels

@@ -29,3 +29,29 @@ bool cuda_device_available(std::string* why) {
 }
 
 }  // namespace vitscuda::kernels
+
+#if !VITSCUDA_HAVE_CUDA
+// Without CUDA no tensor can live on the device; these say so if anything asks.
+#include "kernels/device.h"
+#include "kernels/error.h"
+
+namespace vitscuda::kernels {
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  VC_FAIL(what << ": this vitscuda was built without CUDA (nvcc was not found at configure time)");
+}
+}  // namespace
+void* device_malloc_raw(size_t) { no_cuda("device memory"); }
+void device_free_raw(void* ptr) {
+  if (ptr) no_cuda("device memory");
+}
+void copy_host_to_device(void*, const void*, size_t) { no_cuda("copy to the device"); }
+void copy_device_to_host(void*, const void*, size_t) { no_cuda("copy from the device"); }
+void copy_device_to_device(void*, const void*, size_t) { no_cuda("device copy"); }
+void device_memset_zero(void*, size_t) { no_cuda("device memset"); }
+void device_synchronize() { no_cuda("device synchronisation"); }
+void set_scratch_allocator(ScratchAlloc, ScratchFree) {}
+DeviceInfo device_info() { no_cuda("device properties"); }
+void device_memory_info(size_t*, size_t*) { no_cuda("device memory info"); }
+}  // namespace vitscuda::kernels
+#endif

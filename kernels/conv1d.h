@@ -33,4 +33,14 @@ template <typename T>
 void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin, int Cout,
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups);
 
+// CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// cuDNN with its algorithm chosen once per shape (cudnnFind, cached), or our im2col + cuBLAS
+// kernel where cuDNN cannot (asymmetric padding) or is set aside (conv1d_set_cuda_path).
+void conv1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin, int Cout,
+                         int K, int stride, int pad_left, int pad_right, int dilation, int groups);
+enum class Conv1dCudaPath { Auto, Cudnn, Im2colGemm };
+// Forces a path (benchmarks and parity tests compare them); Auto uses cuDNN when it can.
+void conv1d_set_cuda_path(Conv1dCudaPath path);
+Conv1dCudaPath conv1d_cuda_path();
+
 }  // namespace vitscuda::kernels

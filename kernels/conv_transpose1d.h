@@ -27,4 +27,9 @@ template <typename T>
 void conv_transpose1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin,
                                    int Cout, int K, int stride, int padding);
 
+// CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// cuDNN's backward-data convolution (a transposed convolution is the input gradient of a convolution).
+void conv_transpose1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin,
+                                   int Cout, int K, int stride, int padding);
+
 }  // namespace vitscuda::kernels

@@ -68,4 +68,22 @@ void sum_mid_forward_cpu(const T* x, T* y, int64_t outer, int64_t mid, int64_t i
 template <typename T>
 void sum_mid_backward_cpu(const T* dy, T* dx, int64_t outer, int64_t mid, int64_t inner);
 
+// CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+void unary_forward_cuda(UnaryOp op, const float* x, float* y, int64_t n, double param);
+// Strides and shape are host arrays (they travel in the kernel's arguments).
+void binary_forward_cuda(BinaryOp op, const float* a, const int64_t* a_strides, const float* b,
+                         const int64_t* b_strides, float* y, const int64_t* out_shape, int ndim);
+void gated_tanh_sigmoid_forward_cuda(const float* x, float* y, int64_t outer, int64_t C, int64_t inner);
+void softmax_forward_cuda(const float* x, float* y, int64_t rows, int64_t n);
+void slice_gather_cuda(const float* x, float* y, int64_t outer, int64_t mid, int64_t inner, int64_t start, int64_t len,
+                       bool accumulate);
+void slice_scatter_cuda(const float* x, float* y, int64_t outer, int64_t mid, int64_t inner, int64_t start,
+                        int64_t len, bool accumulate);
+void swap_axes_cuda(const float* x, float* y, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t d4,
+                    bool accumulate);
+void flip_cuda(const float* x, float* y, int64_t outer, int64_t mid, int64_t inner, bool accumulate);
+void accumulate_cuda(const float* x, float* y, int64_t n);
+void sum_mid_forward_cuda(const float* x, float* y, int64_t outer, int64_t mid, int64_t inner);
+void fill_cuda(float* y, int64_t n, float value);
+
 }  // namespace vitscuda::kernels

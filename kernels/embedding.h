@@ -14,4 +14,8 @@ void embedding_forward_cpu(const T* table, const int32_t* ids, T* y, int64_t n, 
 template <typename T>
 void embedding_backward_cpu(const T* dy, const int32_t* ids, T* dtable, int64_t n, int64_t vocab, int64_t C);
 
+// CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// ids is a host array (checked, then uploaded).
+void embedding_forward_cuda(const float* table, const int32_t* ids, float* y, int64_t n, int64_t vocab, int64_t C);
+
 }  // namespace vitscuda::kernels

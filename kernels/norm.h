@@ -37,4 +37,11 @@ void weight_norm_forward_cpu(const T* g, const T* v, T* w, int rows, int n);
 template <typename T>
 void weight_norm_backward_cpu(const T* g, const T* v, const T* dw, T* dg, T* dv, int rows, int n);
 
+// CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+void layer_norm_forward_cuda(const float* x, const float* gamma, const float* beta, float* y, int rows, int C,
+                             double eps);
+void layer_norm_channels_forward_cuda(const float* x, const float* gamma, const float* beta, float* y, int B, int C,
+                                      int T_len, double eps);
+void weight_norm_forward_cuda(const float* g, const float* v, float* w, int rows, int n);
+
 }  // namespace vitscuda::kernels

@@ -24,4 +24,9 @@ void rational_quadratic_spline_backward_cpu(const T* inputs, const T* widths, co
                                             T* d_heights, T* d_derivatives, int64_t n, int bins, bool reverse,
                                             double tail_bound);
 
+// CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+void rational_quadratic_spline_forward_cuda(const float* inputs, const float* widths, const float* heights,
+                                            const float* derivatives, float* outputs, float* log_abs_det, int64_t n,
+                                            int bins, bool reverse, double tail_bound);
+
 }  // namespace vitscuda::kernels

@@ -59,7 +59,7 @@ Tensor run_hifigan(const io::VitsConfig& c, const ParameterStore& store, const T
       }
       sum = sum.defined() ? ops::add(sum, x) : x;
     }
-    h = ops::div(sum, Tensor::full({1}, static_cast<double>(kernels), sum.dtype()));  // as torch: a true division
+    h = ops::div(sum, Tensor::full({1}, static_cast<double>(kernels), sum.dtype(), sum.device()));  // as torch: a true division
   }
   // transformers calls leaky_relu with torch's default slope 0.01 here, not the config's.
   h = ops::leaky_relu(h, 0.01);

@@ -35,6 +35,7 @@ VitsModel::VitsModel(io::VitsConfig config) : config_(std::move(config)) {
 }
 
 void VitsModel::initialize(uint64_t seed) {
+  VC_CHECK(store_.device() == Device::CPU, "initialize: the model's weights must be on the CPU");
   store_.initialize(seed);
   // nn.Embedding(padding_idx=pad_token_id) keeps the padding row at zero.
   if (config_.pad_token_id >= 0 && config_.pad_token_id < config_.vocab_size) {
@@ -51,6 +52,7 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
   VC_CHECK(!batch_ids.empty(), "synthesize: empty batch");
   VC_CHECK(opt.speaking_rate > 0, "synthesize: speaking_rate must be > 0, got " << opt.speaking_rate);
   const int64_t B = static_cast<int64_t>(batch_ids.size());
+  const Device dev = store_.device();
   int64_t T = 0;
   for (size_t b = 0; b < batch_ids.size(); ++b) {
     VC_CHECK(!batch_ids[b].empty(), "synthesize: item " << b << " has no tokens");
@@ -64,6 +66,7 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
       ids[b * T + t] = batch_ids[b][t];
       mask_btc.data<float>()[b * T + t] = 1.0f;
     }
+  mask_btc = mask_btc.to(dev);
 
   Tensor speaker;
   if (c.num_speakers > 1) {
@@ -84,9 +87,9 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
 
   const Tensor mask = ops::transpose(mask_btc, 1, 2);  // [B, 1, T]
   Rng rng(opt.seed);
-  Tensor duration_noise = opt.duration_noise;
+  Tensor duration_noise = opt.duration_noise.defined() ? opt.duration_noise.to(dev) : Tensor();
   if (c.use_stochastic_duration_prediction && !duration_noise.defined()) {
-    duration_noise = Tensor::empty({B, 2, T});
+    duration_noise = Tensor::empty({B, 2, T}, DType::F32, dev);
     rng.fill_normal(duration_noise);
   }
   if (duration_noise.defined())
@@ -99,7 +102,8 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
   const double length_scale = 1.0 / opt.speaking_rate;
   out.durations = ops::ceil(ops::scale(ops::mul(ops::exp(out.log_duration), mask), length_scale));
   int64_t frames = 1;
-  const float* dur = out.durations.data<float>();
+  const Tensor durations_host = out.durations.to(Device::CPU);
+  const float* dur = durations_host.data<float>();
   for (int64_t b = 0; b < B; ++b) {
     double total = 0;
     for (int64_t t = 0; t < T; ++t) total += dur[b * T + t];
@@ -111,6 +115,7 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
   Tensor frame_mask = Tensor::zeros({B, 1, frames});
   for (int64_t b = 0; b < B; ++b)
     std::fill(frame_mask.data<float>() + b * frames, frame_mask.data<float>() + b * frames + out.frame_lengths[b], 1.0f);
+  frame_mask = frame_mask.to(dev);
 
   std::vector<std::vector<int32_t>> token_frames(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b)
@@ -119,9 +124,9 @@ SynthesisOutput VitsModel::synthesize(const std::vector<std::vector<int32_t>>& b
   out.expanded_means = ops::gather_frames(ops::transpose(enc.prior_means, 1, 2), index, frames);
   out.expanded_log_std = ops::gather_frames(ops::transpose(enc.prior_log_std, 1, 2), index, frames);
 
-  Tensor prior_noise = opt.prior_noise;
+  Tensor prior_noise = opt.prior_noise.defined() ? opt.prior_noise.to(dev) : Tensor();
   if (!prior_noise.defined()) {
-    prior_noise = Tensor::empty(out.expanded_means.shape());
+    prior_noise = Tensor::empty(out.expanded_means.shape(), DType::F32, dev);
     rng.fill_normal(prior_noise);
   }
   VC_CHECK(prior_noise.shape() == out.expanded_means.shape(),

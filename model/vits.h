@@ -16,11 +16,12 @@ struct SynthesisOptions {
   double speaking_rate = 1.0;
   int speaker_id = -1;  // required (0..num_speakers-1) for multi-speaker models; -1: none
   uint64_t seed = 0;    // seeds every random draw (duration noise, then prior noise)
-  // Optional fixed draws instead of the seeded ones (tests feed captured noise):
+  // Optional fixed draws instead of the seeded ones (tests feed captured noise; any device):
   Tensor duration_noise;  // [B, 2, T]
   Tensor prior_noise;     // [B, F, frames]
 };
 
+// Tensors are on the model's device; frame and sample lengths are host values.
 struct SynthesisOutput {
   Tensor text_hidden;       // [B, T, H]
   Tensor prior_means;       // [B, T, F]
@@ -43,6 +44,10 @@ class VitsModel {
   const io::VitsConfig& config() const { return config_; }
   ParameterStore& params() { return store_; }
   const ParameterStore& params() const { return store_; }
+
+  // Moves the weights to `device`; synthesis then runs there.
+  void to(Device device) { store_.to(device); }
+  Device device() const { return store_.device(); }
 
   // transformers' initialisation scheme (random normal / kaiming / uniform, zero padding embedding row).
   void initialize(uint64_t seed);

@@ -432,7 +432,7 @@ TEST(Prepare, BadOptionsAndInputsAreErrors) {
 TEST(PrepareCli, EndToEndWritesRejectionsAndExitsZero) {
   const std::string dir = vitscuda::testing::temp_dir("prepare_cli");
   const std::string manifest = make_mixed_corpus(dir + "/corpus");
-  const std::string bin = std::string(VITSCUDA_BINARY_DIR) + "/vitscuda";
+  const std::string bin = vitscuda::testing::binary_path("vitscuda");
   const RunResult r = run(bin + " prepare --manifest " + manifest + " --audio-dir " + dir + "/corpus --model " +
                           model_dir() + " --out " + dir + "/data --eval-fraction 0.3");
   ASSERT_EQ(r.status, 0) << r.output;
@@ -461,7 +461,7 @@ TEST(PrepareCli, EverySampleBadExitsNonZero) {
   io::write_wav(dir + "/wavs/a.wav", std::vector<float>(16000, 0.f), 16000);
   io::write_wav(dir + "/wavs/b.wav", speechlike(0.1, 16000, 1), 16000);
   std::ofstream(dir + "/metadata.csv") << "a|silence|silence\nb|short|short\nc|missing|missing\n";
-  const std::string bin = std::string(VITSCUDA_BINARY_DIR) + "/vitscuda";
+  const std::string bin = vitscuda::testing::binary_path("vitscuda");
   const RunResult r =
       run(bin + " prepare --manifest " + dir + "/metadata.csv --model " + model_dir() + " --out " + dir + "/data");
   EXPECT_NE(r.status, 0) << r.output;
@@ -477,7 +477,7 @@ TEST(PrepareCli, EverySampleBadExitsNonZero) {
 TEST(PrepareCli, DemoCorpusScriptMakesAPreparableCorpus) {
   if (run("command -v espeak-ng").status != 0) GTEST_SKIP() << "espeak-ng is not installed";
   const std::string dir = vitscuda::testing::temp_dir("prepare_demo_corpus");
-  const std::string script = std::string(VITSCUDA_SOURCE_DIR) + "/scripts/make_demo_corpus.sh";
+  const std::string script = vitscuda::testing::source_dir() + "/scripts/make_demo_corpus.sh";
   const RunResult made = run(script + " " + dir + "/corpus 6");
   ASSERT_EQ(made.status, 0) << made.output;
   const std::string metadata = read_text(dir + "/corpus/metadata.csv");

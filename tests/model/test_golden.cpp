@@ -7,6 +7,7 @@
 #include <string>
 
 #include "io/safetensors.h"
+#include "kernels/backend.h"
 #include "model/model_dir.h"
 #include "support/test_support.h"
 
@@ -17,20 +18,32 @@ namespace {
 // fp32 throughout on both sides; the longest dependency chain (text encoder -> duration
 // predictor -> flow -> decoder) accumulates a few hundred roundings of O(1) values, so 1e-4
 // absolute leaves margin while catching any real mismatch (wrong op order, slope, padding: >1e-2).
+// The same bound holds on the GPU: its kernels round differently (other summation orders,
+// libm within 2 ulp), which adds errors of the same kind and size as the CPU's own.
 constexpr double kTolerance = 1e-4;
 
 struct Case {
   std::string fixture;
   std::string io_file;
+  Device device = Device::CPU;
 };
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.fixture << "/" << c.io_file << " on " << device_name(c.device);
+}
 
 class GoldenParity : public ::testing::TestWithParam<Case> {};
 
 
 TEST_P(GoldenParity, EveryIntermediateMatchesTransformers) {
   const Case& c = GetParam();
+  if (c.device == Device::CUDA) {
+    std::string why;
+    if (!kernels::cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  }
   const std::string dir = vitscuda::testing::data_path("golden/" + c.fixture);
   model::LoadedModel loaded = model::load_model_dir(dir);
+  loaded.model->to(c.device);
   io::SafetensorsFile io_file = io::SafetensorsFile::open(dir + "/" + c.io_file);
   auto meta = [&](const std::string& key) {
     auto it = io_file.metadata().find(key);
@@ -71,6 +84,7 @@ TEST_P(GoldenParity, EveryIntermediateMatchesTransformers) {
   for (const auto& [name, ours] : checks) {
     Tensor expected = io_file.load_f32(name);
     ASSERT_EQ(ours->shape(), expected.shape()) << name;
+    EXPECT_EQ(ours->device(), c.device) << name;
     const double err = vitscuda::testing::max_abs_diff(*ours, expected);
     std::printf("  %-28s %-18s max |diff| %.3g\n", (c.fixture + "/" + c.io_file).c_str(), name, err);
     EXPECT_LT(err, kTolerance) << name << " in " << c.fixture << "/" << c.io_file;
@@ -85,9 +99,15 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenParity,
                                            Case{"tiny_sdp", "io_noisy.safetensors"},
                                            Case{"tiny_sdp", "io_single.safetensors"},
                                            Case{"tiny_dp_multispeaker", "io_noiseless.safetensors"},
-                                           Case{"tiny_dp_multispeaker", "io_noisy.safetensors"}),
+                                           Case{"tiny_dp_multispeaker", "io_noisy.safetensors"},
+                                           Case{"tiny_sdp", "io_noiseless.safetensors", Device::CUDA},
+                                           Case{"tiny_sdp", "io_noisy.safetensors", Device::CUDA},
+                                           Case{"tiny_sdp", "io_single.safetensors", Device::CUDA},
+                                           Case{"tiny_dp_multispeaker", "io_noiseless.safetensors", Device::CUDA},
+                                           Case{"tiny_dp_multispeaker", "io_noisy.safetensors", Device::CUDA}),
                          [](const ::testing::TestParamInfo<Case>& info) {
-                           std::string n = info.param.fixture + "_" + info.param.io_file;
+                           std::string n = info.param.fixture + "_" + info.param.io_file +
+                                           (info.param.device == Device::CUDA ? "_cuda" : "");
                            for (char& ch : n)
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            return n;

@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <algorithm>
@@ -13,10 +14,20 @@
 
 namespace vitscuda::testing {
 
-std::string data_path(const std::string& relative) { return std::string(VITSCUDA_SOURCE_DIR) + "/tests/data/" + relative; }
+namespace {
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : std::string(fallback);
+}
+}  // namespace
+
+std::string source_dir() { return env_or("VITSCUDA_TEST_SOURCE_DIR", VITSCUDA_SOURCE_DIR); }
+std::string binary_dir() { return env_or("VITSCUDA_TEST_BINARY_DIR", VITSCUDA_BINARY_DIR); }
+
+std::string data_path(const std::string& relative) { return source_dir() + "/tests/data/" + relative; }
 
 std::string temp_dir(const std::string& name) {
-  std::filesystem::path p = std::filesystem::path(VITSCUDA_BINARY_DIR) / "test_tmp" / name;
+  std::filesystem::path p = std::filesystem::path(binary_dir()) / "test_tmp" / name;
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
@@ -24,7 +35,7 @@ std::string temp_dir(const std::string& name) {
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) throw std::runtime_error("max_abs_diff: " + a.describe() + " vs " + b.describe());
-  Tensor ad = a.to(DType::F64), bd = b.to(DType::F64);
+  Tensor ad = a.to(Device::CPU).to(DType::F64), bd = b.to(Device::CPU).to(DType::F64);
   const double* x = ad.data<double>();
   const double* y = bd.data<double>();
   double m = 0;
@@ -34,7 +45,7 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 
 double relative_l2(const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) throw std::runtime_error("relative_l2: " + a.describe() + " vs " + b.describe());
-  Tensor ad = a.to(DType::F64), bd = b.to(DType::F64);
+  Tensor ad = a.to(Device::CPU).to(DType::F64), bd = b.to(Device::CPU).to(DType::F64);
   const double* x = ad.data<double>();
   const double* y = bd.data<double>();
   double num = 0, den = 0;
@@ -90,6 +101,6 @@ CommandResult run_command(const std::string& command) {
   return r;
 }
 
-std::string binary_path(const std::string& name) { return std::string(VITSCUDA_BINARY_DIR) + "/" + name; }
+std::string binary_path(const std::string& name) { return binary_dir() + "/" + name; }
 
 }  // namespace vitscuda::testing

@@ -8,11 +8,15 @@
 
 namespace vitscuda::testing {
 
+// The source and build trees: the configure-time paths, unless VITSCUDA_TEST_SOURCE_DIR /
+// VITSCUDA_TEST_BINARY_DIR name others (test binaries run from a copy on another machine).
+std::string source_dir();
+std::string binary_dir();
 // Path of a file under the source tree's tests/data.
 std::string data_path(const std::string& relative);
 // A fresh empty directory under the build tree for one test's files.
 std::string temp_dir(const std::string& name);
-// Max |a - b| over all elements (shapes must match).
+// Max |a - b| over all elements (shapes must match; either tensor may be on the GPU).
 double max_abs_diff(const Tensor& a, const Tensor& b);
 // ||a - b|| / ||b||.
 double relative_l2(const Tensor& a, const Tensor& b);

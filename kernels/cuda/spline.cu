@@ -1,0 +1,203 @@
+// CUDA rational-quadratic spline forward (either direction), one thread per element, porting
+// the CPU kernel operation for operation.
+//
+// Exactness: the CPU build rounds every product (x86-64 without FMA), and nvcc would contract
+// a * b + c into one fused operation (also with the last step of an inlined expf / logf); the
+// knot and bin formulas therefore use the explicitly rounded __fmul_rn / __fadd_rn / __fsub_rn
+// wherever a product or a library result meets a sum. What still differs is expf / logf /
+// log1pf against the host's libm (an ulp or two), so the searchsorted bin and the sign of the
+// reverse discriminant can differ from the CPU's only within a few ulps of a knot or of zero.
+//
+// No per-thread knot arrays: a thread streams over its element's unnormalised sizes, once to
+// count the knots at or below x and once per side to pick up knots k and k + 1 of the chosen
+// bin k. Recomputed knots are bit-identical (same operations, same order), registers suffice
+// for any number of bins, and the rows (bins floats each) are re-read from L1.
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/spline.h"
+
+namespace vitscuda::kernels {
+
+namespace {
+
+constexpr double kMinBinWidth = 1e-3, kMinBinHeight = 1e-3, kMinDerivative = 1e-3;
+// The first-invalid slot starts as bytes 0x7f: a value above any element index.
+constexpr long long kNoInvalid = 0x7f7f7f7f7f7f7f7fLL;
+
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float sub(float a, float b) { return __fsub_rn(a, b); }
+
+// Per-side constants of the knot construction, formed on the host exactly as the CPU forms them.
+struct SideConstants {
+  float min_size;       // static_cast<float>(min bin size)
+  float free_fraction;  // static_cast<float>(1 - min size * bins), computed in double
+};
+
+struct SplineParams {
+  int bins;
+  float bound;           // static_cast<float>(tail_bound): the knots' range
+  double tail_bound;     // the tails test compares in double, as the CPU does
+  SideConstants widths, heights;
+  float edge_derivative;  // min derivative + softplus(log(e^(1 - min) - 1)): the outer knots' slope
+};
+
+__device__ __forceinline__ float softplus(float x) {
+  return x > 20.f ? x : log1pf(expf(x));  // torch: beta 1, threshold 20
+}
+
+// Visits the knots 0..bins of one side (widths or heights) of one element, in order, as the CPU
+// builds them: softmax of the unnormalised sizes u (max, then the sum of exp(u - max), then a
+// multiply by the reciprocal), min size + free fraction * softmax, a cumulative sum in double
+// rounded to float at each step, the affine map onto [-bound, bound], and both ends pinned.
+// visit(i, knot) returns false to stop early.
+template <typename Visit>
+__device__ void walk_knots(const float* u, int bins, float bound, SideConstants side, Visit visit) {
+  float m = u[0];
+  for (int i = 1; i < bins; ++i) m = m < u[i] ? u[i] : m;  // std::max's choice, NaNs included
+  float s = 0.f;
+  for (int i = 0; i < bins; ++i) s = add(s, expf(u[i] - m));
+  const float inv = 1.f / s;
+  if (!visit(0, -bound)) return;
+  const float span = bound + bound;
+  double acc = 0.0;
+  for (int i = 0; i < bins; ++i) {
+    const float soft = mul(expf(u[i] - m), inv);
+    acc += static_cast<double>(add(side.min_size, mul(side.free_fraction, soft)));
+    const float knot = i + 1 == bins ? bound : sub(mul(span, static_cast<float>(acc)), bound);
+    if (!visit(i + 1, knot)) return;
+  }
+}
+
+// Knots k and k + 1 of one side.
+__device__ void knot_pair(const float* u, int bins, float bound, SideConstants side, int k, float& lo, float& hi) {
+  walk_knots(u, bins, bound, side, [&](int i, float knot) {
+    if (i == k) lo = knot;
+    if (i == k + 1) hi = knot;
+    return i <= k;
+  });
+}
+
+__device__ float knot_derivative(const float* ud, int bins, float edge, int i) {
+  return i == 0 || i == bins ? edge : add(static_cast<float>(kMinDerivative), softplus(ud[i - 1]));
+}
+
+// One bin of the spline, as the CPU's evaluate_bin<float, float>. Returns false on a negative
+// (or NaN) discriminant in reverse; y and log_abs_det are computed regardless.
+__device__ bool evaluate_bin(float x, float cumwidth, float width, float cumheight, float height, float deriv0,
+                             float deriv1, bool reverse, float& y, float& log_abs_det) {
+  const float delta = height / width;
+  const float i1 = sub(add(deriv0, deriv1), mul(2.f, delta));
+  if (!reverse) {
+    const float theta = (x - cumwidth) / width;
+    const float tt = mul(theta, 1.f - theta);
+    const float numerator = mul(height, add(mul(delta, mul(theta, theta)), mul(deriv0, tt)));
+    const float denominator = add(delta, mul(i1, tt));
+    y = add(cumheight, numerator / denominator);
+    const float one_minus = 1.f - theta;
+    const float dnum = mul(mul(delta, delta), add(add(mul(deriv1, mul(theta, theta)), mul(mul(2.f, delta), tt)),
+                                                  mul(deriv0, mul(one_minus, one_minus))));
+    log_abs_det = sub(logf(dnum), mul(2.f, logf(denominator)));
+    return true;
+  }
+  const float i2 = x - cumheight;
+  const float i3 = mul(i2, i1);
+  const float a = add(mul(height, delta - deriv0), i3);
+  const float b = sub(mul(height, deriv0), i3);
+  const float c = mul(-delta, i2);
+  const float disc = sub(mul(b, b), mul(mul(4.f, a), c));
+  const bool valid = disc >= 0.f;
+  const float root = mul(2.f, c) / sub(-b, sqrtf(disc));
+  y = add(mul(root, width), cumwidth);
+  const float tt = mul(root, 1.f - root);
+  const float denominator = add(delta, mul(i1, tt));
+  const float one_minus = 1.f - root;
+  const float dnum = mul(mul(delta, delta), add(add(mul(deriv1, mul(root, root)), mul(mul(2.f, delta), tt)),
+                                                mul(deriv0, mul(one_minus, one_minus))));
+  log_abs_det = -sub(logf(dnum), mul(2.f, logf(denominator)));
+  return valid;
+}
+
+__global__ void rational_quadratic_spline_kernel(const float* inputs, const float* uw, const float* uh,
+                                                 const float* ud, float* outputs, float* log_abs_det, int64_t n,
+                                                 SplineParams p, bool reverse, long long* first_invalid) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const float x = inputs[e];
+    const double xd = x;
+    if (!(xd >= -p.tail_bound && xd <= p.tail_bound)) {  // tails (and NaN) pass through
+      outputs[e] = x;
+      log_abs_det[e] = 0.f;
+      continue;
+    }
+    const float* w = uw + e * p.bins;
+    const float* h = uh + e * p.bins;
+    const float* d = ud + e * (p.bins - 1);
+
+    // torch.searchsorted as transformers writes it: count the knots <= x, the last one nudged
+    // up by 1e-6 so that x == bound falls into the last bin.
+    int count = 0;
+    walk_knots(reverse ? h : w, p.bins, p.bound, reverse ? p.heights : p.widths, [&](int i, float knot) {
+      const float l = i == p.bins ? knot + 1e-6f : knot;
+      if (x >= l) ++count;
+      return true;
+    });
+    const int k = min(max(count - 1, 0), p.bins - 1);
+
+    float cumw0, cumw1, cumh0, cumh1;
+    knot_pair(w, p.bins, p.bound, p.widths, k, cumw0, cumw1);
+    knot_pair(h, p.bins, p.bound, p.heights, k, cumh0, cumh1);
+    float y, lad;
+    const bool ok = evaluate_bin(x, cumw0, cumw1 - cumw0, cumh0, cumh1 - cumh0,
+                                 knot_derivative(d, p.bins, p.edge_derivative, k),
+                                 knot_derivative(d, p.bins, p.edge_derivative, k + 1), reverse, y, lad);
+    if (!ok) atomicMin(first_invalid, static_cast<long long>(e));
+    outputs[e] = y;
+    log_abs_det[e] = lad;
+  }
+}
+
+}  // namespace
+
+void rational_quadratic_spline_forward_cuda(const float* inputs, const float* widths, const float* heights,
+                                            const float* derivatives, float* outputs, float* log_abs_det, int64_t n,
+                                            int bins, bool reverse, double tail_bound) {
+  VC_CHECK(bins >= 1, "rational_quadratic_spline: need at least one bin, got " << bins);
+  VC_CHECK(kMinBinWidth * bins <= 1.0 && kMinBinHeight * bins <= 1.0,
+           "rational_quadratic_spline: minimal bin size 1e-3 too large for " << bins << " bins");
+  if (n <= 0) return;
+
+  SplineParams p{};
+  p.bins = bins;
+  p.bound = static_cast<float>(tail_bound);
+  p.tail_bound = tail_bound;
+  p.widths = {static_cast<float>(kMinBinWidth), static_cast<float>(1.0 - kMinBinWidth * bins)};
+  p.heights = {static_cast<float>(kMinBinHeight), static_cast<float>(1.0 - kMinBinHeight * bins)};
+  // The host's libm, as the CPU kernel computes it (float softplus of the float edge value).
+  const float edge = static_cast<float>(std::log(std::exp(1.0 - kMinDerivative) - 1.0));
+  p.edge_derivative = static_cast<float>(kMinDerivative) + (edge > 20.f ? edge : std::log1p(std::exp(edge)));
+
+  // Only the reverse pass can fail; the forward needs no flag and no synchronisation.
+  cuda::Scratch flag(reverse ? sizeof(long long) : 0, "rational_quadratic_spline first invalid element");
+  long long* first_invalid = flag.as<long long>();
+  if (reverse) CUDA_CHECK(cudaMemsetAsync(first_invalid, 0x7f, sizeof(long long), cuda::compute_stream()));
+
+  VC_LAUNCH(rational_quadratic_spline_kernel, cuda::blocks_for(n, 256), 256, 0)
+  (inputs, widths, heights, derivatives, outputs, log_abs_det, n, p, reverse, first_invalid);
+  VC_CHECK_LAUNCH("rational_quadratic_spline_kernel");
+  if (!reverse) return;
+
+  long long invalid = kNoInvalid;
+  CUDA_CHECK(cudaMemcpyAsync(&invalid, first_invalid, sizeof(invalid), cudaMemcpyDeviceToHost, cuda::compute_stream()));
+  CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+  if (invalid == kNoInvalid) return;
+  float input = 0.f;
+  CUDA_CHECK(cudaMemcpyAsync(&input, inputs + invalid, sizeof(input), cudaMemcpyDeviceToHost, cuda::compute_stream()));
+  CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+  VC_FAIL("rational_quadratic_spline: negative discriminant in the reverse pass at element "
+          << invalid << " (input " << input << "): invalid spline parameters");
+}
+
+}  // namespace vitscuda::kernels
