@@ -8,6 +8,8 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/device_options.h"
+#include "engine/device_allocator.h"
 #include "engine/autograd.h"
 #include "kernels/error.h"
 #include "model/model_dir.h"
@@ -18,9 +20,11 @@ namespace vitscuda::cli {
 namespace {
 
 struct SelftestArgs {
-  std::string model_dir, config_path, device = "cpu";
+  std::string model_dir, config_path;
+  DeviceOptions device;
   double seconds = 2.0, learning_rate = 2e-4;
   int segment_frames = 0, steps = 20;
+  bool recompute_decoder = false;
   uint64_t seed = 0;
 };
 
@@ -54,7 +58,7 @@ std::string mb(size_t bytes) {
 }
 
 void run_selftest(const SelftestArgs& a) {
-  if (a.device != "cpu") VC_FAIL("--device " << a.device << ": training on CUDA is not available yet; use --device cpu");
+  const Device device = resolve_device(a.device, "selftest");
   std::unique_ptr<model::VitsModel> owned;
   io::Tokenizer tokenizer;
   std::string source;
@@ -71,7 +75,18 @@ void run_selftest(const SelftestArgs& a) {
     source = a.config_path + " (random initialisation, seed " + std::to_string(a.seed) + ")";
   }
   model::VitsModel& vits = *owned;
+  vits.to(device);
   const io::VitsConfig& c = vits.config();
+  // Tensor memory: the device allocator's high-water mark on CUDA, the host's on the CPU.
+  auto reset_peak = [device] {
+    if (device == Device::CUDA)
+      DeviceAllocator::instance().reset_peak();
+    else
+      reset_cpu_peak_memory();
+  };
+  auto peak_bytes = [device] {
+    return device == Device::CUDA ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
+  };
   std::printf("vitscuda selftest: %s, %lld parameters\n", source.c_str(), static_cast<long long>(vits.params().total()));
 
   Rng data_rng(a.seed + 1);
@@ -84,6 +99,7 @@ void run_selftest(const SelftestArgs& a) {
   model::TrainerOptions options;
   options.learning_rate = a.learning_rate;
   options.step.segment_frames = a.segment_frames;
+  options.step.recompute_decoder = a.recompute_decoder;
   model::MelSpectrogram mel(model::mel_config_for(c));
   model::MelTrainer trainer(vits, mel, options, a.seed);
   int failures = 0;
@@ -95,7 +111,7 @@ void run_selftest(const SelftestArgs& a) {
     autograd::Tape tape;
     Rng rng(a.seed + 2);
     model::TrainStepResult r;
-    reset_cpu_peak_memory();
+    reset_peak();
     const auto t0 = std::chrono::steady_clock::now();
     {
       autograd::RecordingScope recording(tape);
@@ -104,8 +120,8 @@ void run_selftest(const SelftestArgs& a) {
     const double forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const size_t tape_nodes = tape.size();
     auto all_finite = [](const Tensor& t) {
-      const float* d = t.data<float>();
-      return std::all_of(d, d + t.numel(), [](float v) { return std::isfinite(v); });
+      const std::vector<float> d = t.to_float_vector();
+      return std::all_of(d.begin(), d.end(), [](float v) { return std::isfinite(v); });
     };
     const int64_t frames = r.frames[0];
     const int64_t decoded = r.generated_logmel.dim(2);
@@ -116,7 +132,7 @@ void run_selftest(const SelftestArgs& a) {
     failures += report(r.generated_logmel.dim(1) == mel.n_mels() && all_finite(r.target_logmel),
                        "mel computed: " + std::to_string(r.generated_logmel.dim(1)) + " mel bins x " +
                            std::to_string(r.generated_logmel.dim(2)) + " frames, both sides finite");
-    const double loss = r.loss.data<float>()[0];
+    const double loss = r.loss.to_float_vector()[0];
     char buf[128];
     std::snprintf(buf, sizeof buf, "loss finite and non-zero: %.5f", loss);
     failures += report(std::isfinite(loss) && loss != 0.0, buf);
@@ -130,11 +146,11 @@ void run_selftest(const SelftestArgs& a) {
     for (const ParameterInfo& p : store.params()) {
       if (!store.trainable(p.name)) continue;
       ++trainable;
-      Tensor g = store.grad(p.name);
+      const std::vector<float> g = store.grad(p.name).to_float_vector();
       double norm = 0;
       bool finite = true;
-      for (int64_t i = 0; i < g.numel(); ++i) {
-        const double v = g.data<float>()[i];
+      for (const float value : g) {
+        const double v = value;
         finite &= std::isfinite(v);
         norm += v * v;
       }
@@ -156,16 +172,17 @@ void run_selftest(const SelftestArgs& a) {
     for (const std::string& n : bad) what += "\n       no gradient: " + n;
     failures += report(bad.empty(), what);
     std::printf("       forward %.3f s (%zu tape nodes), backward %.3f s, peak tensor memory %s\n", forward_s,
-                tape_nodes, backward_s, mb(cpu_memory_stats().peak_bytes).c_str());
+                tape_nodes, backward_s, mb(peak_bytes()).c_str());
   }
 
   // 5: an optimizer step changes the parameters.
-  Tensor before = vits.params().flat().clone();
+  const std::vector<float> before = vits.params().flat().to_float_vector();
   model::StepStats first = trainer.step({batch}, 0);
+  const std::vector<float> after = vits.params().flat().to_float_vector();
   int64_t changed = 0;
   double max_delta = 0;
-  for (int64_t i = 0; i < before.numel(); ++i) {
-    const double d = std::fabs(static_cast<double>(vits.params().flat().data<float>()[i]) - before.data<float>()[i]);
+  for (size_t i = 0; i < before.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(after[i]) - before[i]);
     if (d > 0) ++changed;
     max_delta = std::max(max_delta, d);
   }
@@ -203,10 +220,11 @@ void register_selftest(CLI::App& app) {
   cmd->add_option("--config", args->config_path, "config.json for a randomly initialised model (vocab.json beside it)");
   cmd->add_option("--seconds", args->seconds, "Length of the synthetic target (default 2)");
   cmd->add_option("--segment-frames", args->segment_frames, "Decode a random window of this many frames (0: whole)");
+  cmd->add_flag("--recompute-decoder", args->recompute_decoder, "Recompute decoder activations in the backward");
   cmd->add_option("--steps", args->steps, "Steps for the falling-loss check (default 20)");
   cmd->add_option("--lr", args->learning_rate, "Learning rate (default 2e-4)");
   cmd->add_option("--seed", args->seed, "Seed");
-  cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_device_options(cmd, args->device);
   cmd->callback([args] { run_selftest(*args); });
 }
 

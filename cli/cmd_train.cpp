@@ -1,6 +1,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_options.h"
 #include "model/training_run.h"
 
 namespace vitscuda::cli {
@@ -13,6 +14,7 @@ int train_exit_code() { return g_train_exit; }
 
 void register_train(CLI::App& app) {
   auto o = std::make_shared<model::TrainRunOptions>();
+  auto device = std::make_shared<DeviceOptions>();
   CLI::App* cmd = app.add_subcommand("train", "Train (fine-tune) a model on a prepared dataset (mel L1 objective)");
   cmd->add_option("--data", o->data_dir, "Prepared dataset directory (vitscuda prepare --out)")->required();
   cmd->add_option("--model", o->model_dir, "Model directory to start from")->required();
@@ -27,6 +29,8 @@ void register_train(CLI::App& app) {
   cmd->add_option("--weight-decay", o->weight_decay, "AdamW weight decay (default 0.01)");
   cmd->add_option("--max-samples", o->max_samples, "Use only the first N samples of the dataset");
   cmd->add_option("--segment-frames", o->segment_frames, "Decode a random window of N frames (0: whole; default 32)");
+  cmd->add_flag("--recompute-decoder", o->recompute_decoder,
+               "Recompute the decoder's residual blocks in the backward: much less memory, one more decoder forward");
   cmd->add_option("--noise-scale", o->noise_scale, "Prior sampling noise (default 0.667)");
   cmd->add_option("--noise-scale-duration", o->noise_scale_duration, "Duration predictor noise (default 0.8)");
   cmd->add_option("--seed", o->seed, "Seed of every random draw and the data order");
@@ -40,7 +44,11 @@ void register_train(CLI::App& app) {
   cmd->add_option("--max-bad-steps", o->max_bad_steps, "Stop after N consecutive non-finite or zero losses (3)");
   cmd->add_option("--inject-nan-steps", o->inject_nan_steps, "Testing: comma-separated steps whose loss is NaN")
       ->group("");
-  cmd->callback([o] { g_train_exit = model::run_training(*o); });
+  add_device_options(cmd, *device);
+  cmd->callback([o, device] {
+    o->device = resolve_device(*device, "train");
+    g_train_exit = model::run_training(*o);
+  });
 }
 
 }  // namespace vitscuda::cli

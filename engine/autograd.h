@@ -17,6 +17,7 @@ namespace vitscuda::autograd {
 struct GradSlot {
   Shape shape;
   DType dtype = DType::F32;
+  Device device = Device::CPU;
   Tensor grad;
   bool is_parameter = false;
   // The gradient buffer, zero-initialised on first call, viewed with `view_shape` (same numel).
@@ -36,6 +37,8 @@ class Tape {
   // Seeds d(loss)/d(loss) = 1 (loss must have one element) and runs every node in reverse.
   // Nodes are released as they run; the tape is empty afterwards.
   void backward(const Tensor& loss);
+  // The same from an output whose gradient is `grad` (same numel) instead of a scalar loss.
+  void backward_from(const Tensor& output, const Tensor& grad);
   size_t size() const { return nodes_.size(); }
   void clear() { nodes_.clear(); }
 
@@ -81,5 +84,12 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 
 // Gives `output` a fresh GradSlot and records `fn` for it on the current tape.
 void record(const char* op, Tensor& output, BackwardFn fn);
+
+// Activation recomputation ("gradient checkpointing"): y = fn(x) is computed without recording,
+// so none of fn's intermediates stay alive; one node is recorded instead, whose backward runs
+// fn(x) again on a tape of its own and backpropagates through it. Parameters that fn reads get
+// their gradients as usual. fn must be deterministic (no random draws). Memory: the segment's
+// activations exist only during its own backward; cost: one more forward of the segment.
+Tensor recompute(const char* name, const std::function<Tensor(const Tensor&)>& fn, const Tensor& x);
 
 }  // namespace vitscuda::autograd

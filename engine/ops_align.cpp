@@ -20,10 +20,8 @@ Tensor gather_frames(const Tensor& x, const std::vector<int32_t>& index, int64_t
     auto slot = x.grad_slot();
     autograd::record("gather_frames", y, [slot, index, B, C, Tin, frames](const Tensor& dy) {
       Tensor dx = slot->accumulator({B, C, Tin});
-      if (dy.dtype() == DType::F32)
-        kernels::gather_frames_backward_cpu(dy.data<float>(), index.data(), dx.data<float>(), B, C, Tin, frames);
-      else
-        kernels::gather_frames_backward_cpu(dy.data<double>(), index.data(), dx.data<double>(), B, C, Tin, frames);
+      VC_KERNEL("gather_frames_backward", dy, gather_frames_backward, dy.data<T>(), index.data(), dx.data<T>(), B, C,
+                Tin, frames);
     });
   }
   return y;

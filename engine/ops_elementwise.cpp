@@ -22,13 +22,6 @@ void check_same_device(const char* op, const Tensor& first, const Tensor& other)
            op << ": operands on different devices: " << first.describe() << " and " << other.describe());
 }
 
-template <typename F>
-void dispatch(DType dtype, F f) {
-  if (dtype == DType::F32)
-    f(float{});
-  else
-    f(double{});
-}
 
 int normalize_dim(const char* op, const Tensor& x, int dim) {
   const int d = dim < 0 ? dim + x.ndim() : dim;
@@ -60,11 +53,7 @@ Tensor unary(const char* name, kernels::UnaryOp op, const Tensor& x, double para
     const Shape shape = x.shape();
     autograd::record(name, y, [slot, xs, ys, shape, op, param](const Tensor& dy) {
       Tensor dx = slot->accumulator(shape);
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::unary_backward_cpu<T>(op, xs.defined() ? xs.data<T>() : nullptr, ys.defined() ? ys.data<T>() : nullptr,
-                                       dy.data<T>(), dx.data<T>(), dy.numel(), param);
-      });
+      VC_KERNEL("unary_backward", dy, unary_backward, op, xs.defined() ? xs.data<T>() : nullptr, ys.defined() ? ys.data<T>() : nullptr, dy.data<T>(), dx.data<T>(), dy.numel(), param);
     });
   }
   return y;
@@ -122,13 +111,7 @@ Tensor binary(const char* name, kernels::BinaryOp op, const Tensor& a, const Ten
     autograd::record(name, y, [sa, sb, as, bs, a_shape, b_shape, bc, op](const Tensor& dy) {
       Tensor da = sa ? sa->accumulator(a_shape) : Tensor();
       Tensor db = sb ? sb->accumulator(b_shape) : Tensor();
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::binary_backward_cpu<T>(op, as.defined() ? as.data<T>() : nullptr, bc.a_strides.data(),
-                                        bs.defined() ? bs.data<T>() : nullptr, bc.b_strides.data(), dy.data<T>(),
-                                        da.defined() ? da.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr,
-                                        bc.shape.data(), static_cast<int>(bc.shape.size()));
-      });
+      VC_KERNEL("binary_backward", dy, binary_backward, op, as.defined() ? as.data<T>() : nullptr, bc.a_strides.data(), bs.defined() ? bs.data<T>() : nullptr, bc.b_strides.data(), dy.data<T>(), da.defined() ? da.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr, bc.shape.data(), static_cast<int>(bc.shape.size()));
     });
   }
   return y;
@@ -174,10 +157,7 @@ Tensor gated_tanh_sigmoid(const Tensor& x) {
     Tensor xs = x.detach();
     autograd::record("gated_tanh_sigmoid", y, [slot, xs, B, C, Tlen](const Tensor& dy) {
       Tensor dx = slot->accumulator(xs.shape());
-      dispatch(dy.dtype(), [&](auto tag) {
-        using V = decltype(tag);
-        kernels::gated_tanh_sigmoid_backward_cpu<V>(xs.data<V>(), dy.data<V>(), dx.data<V>(), B, C, Tlen);
-      });
+      VC_KERNEL("gated_tanh_sigmoid_backward", dy, gated_tanh_sigmoid_backward, xs.data<T>(), dy.data<T>(), dx.data<T>(), B, C, Tlen);
     });
   }
   return y;
@@ -204,10 +184,7 @@ Tensor transpose(const Tensor& x, int dim0, int dim1) {
       const Shape in_shape = x.shape();
       autograd::record("transpose", y, [slot, in_shape, d0, d1, d2, d3, d4](const Tensor& dy) {
         Tensor dx = slot->accumulator(in_shape);
-        dispatch(dy.dtype(), [&](auto tag) {
-          using T = decltype(tag);
-          kernels::swap_axes_cpu<T>(dy.data<T>(), dx.data<T>(), d0, d3, d2, d1, d4, true);
-        });
+        VC_KERNEL("swap_axes", dy, swap_axes, dy.data<T>(), dx.data<T>(), d0, d3, d2, d1, d4, true);
       });
     }
     return y;
@@ -217,10 +194,7 @@ Tensor transpose(const Tensor& x, int dim0, int dim1) {
     const Shape in_shape = x.shape();
     autograd::record("transpose", y, [slot, in_shape](const Tensor& dy) {
       Tensor dx = slot->accumulator(in_shape);
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::accumulate_cpu<T>(dy.data<T>(), dx.data<T>(), dy.numel());
-      });
+      VC_KERNEL("accumulate", dy, accumulate, dy.data<T>(), dx.data<T>(), dy.numel());
     });
   }
   return y;
@@ -242,10 +216,7 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
     const Shape in_shape = x.shape();
     autograd::record("narrow", y, [slot, in_shape, outer, mid, inner, start, length](const Tensor& dy) {
       Tensor dx = slot->accumulator(in_shape);
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::slice_scatter_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, start, length, true);
-      });
+      VC_KERNEL("slice_scatter", dy, slice_scatter, dy.data<T>(), dx.data<T>(), outer, mid, inner, start, length, true);
     });
   }
   return y;
@@ -291,10 +262,7 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
       for (size_t i = 0; i < slots.size(); ++i) {
         if (!slots[i]) continue;
         Tensor dx = slots[i]->accumulator(shapes[i]);
-        dispatch(dy.dtype(), [&](auto tag) {
-          using T = decltype(tag);
-          kernels::slice_gather_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, offsets[i], shapes[i][d], true);
-        });
+        VC_KERNEL("slice_gather", dy, slice_gather, dy.data<T>(), dx.data<T>(), outer, mid, inner, offsets[i], shapes[i][d], true);
       }
     });
   }
@@ -313,10 +281,7 @@ Tensor flip(const Tensor& x, int dim) {
     const Shape in_shape = x.shape();
     autograd::record("flip", y, [slot, in_shape, outer, mid, inner](const Tensor& dy) {
       Tensor dx = slot->accumulator(in_shape);
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::flip_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner, true);
-      });
+      VC_KERNEL("flip", dy, flip, dy.data<T>(), dx.data<T>(), outer, mid, inner, true);
     });
   }
   return y;
@@ -339,10 +304,7 @@ Tensor sum(const Tensor& x, int dim, bool keepdim) {
     const Shape in_shape = x.shape();
     autograd::record("sum", y, [slot, in_shape, outer, mid, inner](const Tensor& dy) {
       Tensor dx = slot->accumulator(in_shape);
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::sum_mid_backward_cpu<T>(dy.data<T>(), dx.data<T>(), outer, mid, inner);
-      });
+      VC_KERNEL("sum_mid_backward", dy, sum_mid_backward, dy.data<T>(), dx.data<T>(), outer, mid, inner);
     });
   }
   return y;
@@ -358,10 +320,7 @@ Tensor softmax(const Tensor& x) {
     Tensor ys = y.detach();
     autograd::record("softmax", y, [slot, ys, rows, n](const Tensor& dy) {
       Tensor dx = slot->accumulator(ys.shape());
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::softmax_backward_cpu<T>(ys.data<T>(), dy.data<T>(), dx.data<T>(), rows, n);
-      });
+      VC_KERNEL("softmax_backward", dy, softmax_backward, ys.data<T>(), dy.data<T>(), dx.data<T>(), rows, n);
     });
   }
   return y;
@@ -403,13 +362,12 @@ Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
                        Tensor dv = sv ? sv->accumulator(vs.shape()) : Tensor();
                        Tensor dek = sek ? sek->accumulator(eks.shape()) : Tensor();
                        Tensor dev = sev ? sev->accumulator(evs.shape()) : Tensor();
-                       dispatch(dy.dtype(), [&](auto tag) {
-                         using V = decltype(tag);
-                         auto ptr = [](const Tensor& t) { return t.defined() ? t.data<V>() : nullptr; };
-                         kernels::relative_attention_backward_cpu<V>(
-                             qs.data<V>(), ks.data<V>(), vs.data<V>(), ptr(eks), ptr(evs), ps.data<V>(),
-                             dy.data<V>(), ptr(dq), ptr(dk), ptr(dv), ptr(dek), ptr(dev), B, H, Tlen, D, window);
-                       });
+                       auto ptr = [](const Tensor& t) { return t.defined() ? t.raw() : nullptr; };
+                       VC_KERNEL("relative_attention_backward", dy, relative_attention_backward, qs.data<T>(),
+                                 ks.data<T>(), vs.data<T>(), static_cast<const T*>(ptr(eks)),
+                                 static_cast<const T*>(ptr(evs)), ps.data<T>(), dy.data<T>(), static_cast<T*>(ptr(dq)),
+                                 static_cast<T*>(ptr(dk)), static_cast<T*>(ptr(dv)), static_cast<T*>(ptr(dek)),
+                                 static_cast<T*>(ptr(dev)), B, H, Tlen, D, window);
                      });
   }
   return out;
@@ -448,14 +406,12 @@ std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const 
                          Tensor dw = sw ? sw->accumulator(ws.shape()) : Tensor();
                          Tensor dh = sh ? sh->accumulator(hs.shape()) : Tensor();
                          Tensor dd = sd ? sd->accumulator(ds.shape()) : Tensor();
-                         dispatch(grad.dtype(), [&](auto tag) {
-                           using V = decltype(tag);
-                           auto ptr = [](const Tensor& t) { return t.defined() ? t.data<V>() : nullptr; };
-                           kernels::rational_quadratic_spline_backward_cpu<V>(
-                               xs.data<V>(), ws.data<V>(), hs.data<V>(), ds.data<V>(),
-                               of_logdet ? nullptr : grad.data<V>(), of_logdet ? grad.data<V>() : nullptr, ptr(dx),
-                               ptr(dw), ptr(dh), ptr(dd), n, bins, reverse, tail_bound);
-                         });
+                         auto ptr = [](const Tensor& t) { return t.defined() ? t.raw() : nullptr; };
+                         VC_KERNEL("rational_quadratic_spline_backward", grad, rational_quadratic_spline_backward,
+                                   xs.data<T>(), ws.data<T>(), hs.data<T>(), ds.data<T>(),
+                                   of_logdet ? nullptr : grad.data<T>(), of_logdet ? grad.data<T>() : nullptr,
+                                   static_cast<T*>(ptr(dx)), static_cast<T*>(ptr(dw)), static_cast<T*>(ptr(dh)),
+                                   static_cast<T*>(ptr(dd)), n, bins, reverse, tail_bound);
                        });
     }
   }

@@ -58,14 +58,6 @@ int as_int(const char* op, const char* what, int64_t value) {
   return static_cast<int>(value);
 }
 
-// Calls f(float{}) or f(double{}) for the dtype.
-template <typename F>
-void dispatch(DType dtype, F&& f) {
-  if (dtype == DType::F32)
-    f(float{});
-  else
-    f(double{});
-}
 
 template <typename T>
 const T* data_or_null(const Tensor& t) {
@@ -112,11 +104,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     const Shape x_shape = x.shape(), w_shape = w.shape();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, x_shape), dw = grad_buffer(sw, w_shape), db = grad_buffer(sb, {out});
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::linear_backward_cpu(data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx),
-                                     data_or_null<T>(dw), data_or_null<T>(db), rows, in_i, out_i);
-      });
+      VC_KERNEL("linear_backward", dy, linear_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), rows, in_i, out_i);
     });
   }
   return y;
@@ -148,11 +136,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     const Shape a_shape = a.shape(), b_shape = b.shape();
     autograd::record(op, c, [=](const Tensor& dc) {
       Tensor da = grad_buffer(sa, a_shape), db = grad_buffer(sb, b_shape);
-      dispatch(dc.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::matmul_backward_cpu(data_or_null<T>(as), data_or_null<T>(bs), dc.data<T>(), data_or_null<T>(da),
-                                     data_or_null<T>(db), batch_i, M_i, K_i, N_i);
-      });
+      VC_KERNEL("matmul_backward", dc, matmul_backward, data_or_null<T>(as), data_or_null<T>(bs), dc.data<T>(), data_or_null<T>(da), data_or_null<T>(db), batch_i, M_i, K_i, N_i);
     });
   }
   return c;
@@ -180,10 +164,7 @@ Tensor embedding(const Tensor& table, const std::vector<int32_t>& ids, int64_t b
     const Shape t_shape = table.shape();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dt = grad_buffer(st, t_shape);
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::embedding_backward_cpu(dy.data<T>(), ids.data(), dt.data<T>(), n, vocab, C);
-      });
+      VC_KERNEL("embedding_backward", dy, embedding_backward, dy.data<T>(), ids.data(), dt.data<T>(), n, vocab, C);
     });
   }
   return y;
@@ -219,12 +200,7 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int
     const Shape x_shape = x.shape(), w_shape = w.shape();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, x_shape), dw = grad_buffer(sw, w_shape), db = grad_buffer(sb, {Cout});
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::conv1d_backward_cpu(data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx),
-                                     data_or_null<T>(dw), data_or_null<T>(db), B, Cin, Tin, Cout, K, stride, pad_left,
-                                     pad_right, dilation, groups);
-      });
+      VC_KERNEL("conv1d_backward", dy, conv1d_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
     });
   }
   return y;
@@ -254,12 +230,7 @@ Tensor conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor& b, int s
     const Shape x_shape = x.shape(), w_shape = w.shape();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, x_shape), dw = grad_buffer(sw, w_shape), db = grad_buffer(sb, {Cout});
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::conv_transpose1d_backward_cpu(data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(),
-                                               data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), B, Cin,
-                                               Tin, Cout, K, stride, padding);
-      });
+      VC_KERNEL("conv_transpose1d_backward", dy, conv_transpose1d_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), B, Cin, Tin, Cout, K, stride, padding);
     });
   }
   return y;
@@ -284,11 +255,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     Tensor xs = x.detach(), gs = gamma.detach();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, xs.shape()), dg = grad_buffer(sg, {C}), db = grad_buffer(sb, {C});
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::layer_norm_backward_cpu(xs.data<T>(), gs.data<T>(), dy.data<T>(), data_or_null<T>(dx),
-                                         data_or_null<T>(dg), data_or_null<T>(db), rows, C_i, eps);
-      });
+      VC_KERNEL("layer_norm_backward", dy, layer_norm_backward, xs.data<T>(), gs.data<T>(), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dg), data_or_null<T>(db), rows, C_i, eps);
     });
   }
   return y;
@@ -311,11 +278,7 @@ Tensor layer_norm_channels(const Tensor& x, const Tensor& gamma, const Tensor& b
     Tensor xs = x.detach(), gs = gamma.detach();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, xs.shape()), dg = grad_buffer(sg, {C}), db = grad_buffer(sb, {C});
-      dispatch(dy.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::layer_norm_channels_backward_cpu(xs.data<T>(), gs.data<T>(), dy.data<T>(), data_or_null<T>(dx),
-                                                  data_or_null<T>(dg), data_or_null<T>(db), B, C_i, T_len, eps);
-      });
+      VC_KERNEL("layer_norm_channels_backward", dy, layer_norm_channels_backward, xs.data<T>(), gs.data<T>(), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dg), data_or_null<T>(db), B, C_i, T_len, eps);
     });
   }
   return y;
@@ -337,11 +300,7 @@ Tensor weight_norm(const Tensor& g, const Tensor& v) {
     Tensor gs = g.detach(), vs = v.detach();
     autograd::record(op, w, [=](const Tensor& dw) {
       Tensor dg = grad_buffer(sg, gs.shape()), dv = grad_buffer(sv, vs.shape());
-      dispatch(dw.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        kernels::weight_norm_backward_cpu(gs.data<T>(), vs.data<T>(), dw.data<T>(), data_or_null<T>(dg),
-                                          data_or_null<T>(dv), rows_i, n);
-      });
+      VC_KERNEL("weight_norm_backward", dw, weight_norm_backward, gs.data<T>(), vs.data<T>(), dw.data<T>(), data_or_null<T>(dg), data_or_null<T>(dv), rows_i, n);
     });
   }
   return w;

@@ -9,10 +9,10 @@ namespace vitscuda {
 
 namespace {
 
-void check_flat_cpu(const Tensor& t, const char* what, const char* role) {
+void check_flat(const Tensor& t, const char* what, const char* role) {
   VC_CHECK(t.defined(), what << ": " << role << " tensor is undefined");
-  VC_CHECK(t.device() == Device::CPU,
-           what << ": " << role << " " << t.describe() << " is not on the CPU (only the CPU update is built)");
+  VC_CHECK(t.device() == Device::CPU || t.dtype() == DType::F32,
+           what << ": " << role << " " << t.describe() << ": CUDA buffers are float32 only");
 }
 
 }  // namespace
@@ -43,7 +43,7 @@ std::vector<kernels::AdamRange> adam_ranges_for(const ParameterStore& store,
   return ranges;
 }
 
-AdamW::AdamW(int64_t numel, AdamWConfig config, std::vector<kernels::AdamRange> ranges, DType dtype)
+AdamW::AdamW(int64_t numel, AdamWConfig config, std::vector<kernels::AdamRange> ranges, DType dtype, Device device)
     : config_(config), ranges_(std::move(ranges)) {
   VC_CHECK(numel >= 0, "AdamW: negative element count " << numel);
   VC_CHECK(config.beta1 >= 0.0 && config.beta1 < 1.0, "AdamW: beta1 " << config.beta1 << " is not in [0, 1)");
@@ -61,16 +61,19 @@ AdamW::AdamW(int64_t numel, AdamWConfig config, std::vector<kernels::AdamRange> 
     VC_CHECK(range.weight_decay >= 0.0, "AdamW: range " << r << " has negative weight decay " << range.weight_decay);
     previous_end = range.end;
   }
-  m_ = Tensor::zeros({numel}, dtype);
-  v_ = Tensor::zeros({numel}, dtype);
+  m_ = Tensor::zeros({numel}, dtype, device);
+  v_ = Tensor::zeros({numel}, dtype, device);
 }
 
 void AdamW::step(Tensor& params, const Tensor& grads, double lr, double grad_scale, double clip_coef) {
-  check_flat_cpu(params, "AdamW::step", "parameter");
-  check_flat_cpu(grads, "AdamW::step", "gradient");
+  check_flat(params, "AdamW::step", "parameter");
+  check_flat(grads, "AdamW::step", "gradient");
   VC_CHECK(params.numel() == numel() && grads.numel() == numel(),
            "AdamW::step: optimizer holds moments for " << numel() << " elements but got parameters "
                                                        << params.describe() << " and gradients " << grads.describe());
+  VC_CHECK(params.device() == m_.device() && grads.device() == m_.device(),
+           "AdamW::step: moments are on " << device_name(m_.device()) << " but got parameters " << params.describe()
+                                          << " and gradients " << grads.describe());
   VC_CHECK(params.dtype() == m_.dtype() && grads.dtype() == m_.dtype(),
            "AdamW::step: moments are " << dtype_name(m_.dtype()) << " but got parameters " << params.describe()
                                        << " and gradients " << grads.describe());
@@ -84,7 +87,12 @@ void AdamW::step(Tensor& params, const Tensor& grads, double lr, double grad_sca
   s.step = step_ + 1;
   s.grad_scale = grad_scale;
   s.clip_coef = clip_coef;
-  if (m_.dtype() == DType::F32)
+  if (m_.device() == Device::CUDA) {
+#if VITSCUDA_HAVE_CUDA
+    kernels::adamw_update_cuda(params.data<float>(), grads.data<float>(), m_.data<float>(), v_.data<float>(), numel(),
+                               ranges_, s);
+#endif
+  } else if (m_.dtype() == DType::F32)
     kernels::adamw_update_cpu(params.data<float>(), grads.data<float>(), m_.data<float>(), v_.data<float>(), numel(),
                               ranges_, s);
   else
@@ -102,9 +110,9 @@ void AdamW::load_state(const Tensor& exp_avg, const Tensor& exp_avg_sq, int64_t 
                << (exp_avg_sq.defined() ? exp_avg_sq.describe() : std::string("undefined"))
                << " does not have the optimizer's " << numel() << " elements");
   VC_CHECK(step_count >= 0, "AdamW::load_state: negative step count " << step_count);
-  VC_CHECK(exp_avg.device() == Device::CPU && exp_avg_sq.device() == Device::CPU,
-           "AdamW::load_state: moments must be CPU tensors, got " << exp_avg.describe() << " and "
-                                                                   << exp_avg_sq.describe());
+  VC_CHECK(exp_avg.dtype() == m_.dtype() || (exp_avg.device() == Device::CPU && m_.device() == Device::CPU),
+           "AdamW::load_state: moments " << exp_avg.describe() << " do not match the optimizer's "
+                                         << m_.describe() << " (dtype conversion happens on the CPU)");
   m_.copy_from(exp_avg);
   v_.copy_from(exp_avg_sq);
   step_ = step_count;
@@ -138,9 +146,16 @@ std::string AdamW::describe() const {
 }
 
 double global_norm(const Tensor& x) {
-  check_flat_cpu(x, "global_norm", "input");
-  const double sum = x.dtype() == DType::F32 ? kernels::flat_sum_squares_cpu(x.data<float>(), x.numel())
-                                             : kernels::flat_sum_squares_cpu(x.data<double>(), x.numel());
+  check_flat(x, "global_norm", "input");
+  double sum = 0;
+  if (x.device() == Device::CUDA) {
+#if VITSCUDA_HAVE_CUDA
+    sum = kernels::flat_sum_squares_cuda(x.data<float>(), x.numel());
+#endif
+  } else {
+    sum = x.dtype() == DType::F32 ? kernels::flat_sum_squares_cpu(x.data<float>(), x.numel())
+                                  : kernels::flat_sum_squares_cpu(x.data<double>(), x.numel());
+  }
   return std::sqrt(sum);
 }
 
@@ -157,16 +172,24 @@ double clip_grad_norm(Tensor& grads, double max_norm) {
 }
 
 void scale_in_place(Tensor& x, double s) {
-  check_flat_cpu(x, "scale_in_place", "input");
-  if (x.dtype() == DType::F32)
+  check_flat(x, "scale_in_place", "input");
+  if (x.device() == Device::CUDA) {
+#if VITSCUDA_HAVE_CUDA
+    kernels::flat_scale_cuda(x.data<float>(), x.numel(), s);
+#endif
+  } else if (x.dtype() == DType::F32)
     kernels::flat_scale_cpu(x.data<float>(), x.numel(), s);
   else
     kernels::flat_scale_cpu(x.data<double>(), x.numel(), s);
 }
 
 void zero_in_place(Tensor& x) {
-  check_flat_cpu(x, "zero_in_place", "input");
-  if (x.dtype() == DType::F32)
+  check_flat(x, "zero_in_place", "input");
+  if (x.device() == Device::CUDA) {
+#if VITSCUDA_HAVE_CUDA
+    kernels::flat_zero_cuda(x.data<float>(), x.numel());
+#endif
+  } else if (x.dtype() == DType::F32)
     kernels::flat_zero_cpu(x.data<float>(), x.numel());
   else
     kernels::flat_zero_cpu(x.data<double>(), x.numel());

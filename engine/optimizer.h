@@ -36,10 +36,10 @@ std::vector<kernels::AdamRange> adam_ranges_for(const ParameterStore& store,
 
 class AdamW {
  public:
-  // Moments for `numel`-element flat buffers of `dtype`. Empty `ranges` means one group
+  // Moments for `numel`-element flat buffers of `dtype` on `device` (on CUDA the update is one launch). Empty `ranges` means one group
   // covering everything with config.weight_decay (torch's single param group).
   AdamW(int64_t numel, AdamWConfig config = {}, std::vector<kernels::AdamRange> ranges = {},
-        DType dtype = DType::F32);
+        DType dtype = DType::F32, Device device = Device::CPU);
 
   // One update at learning rate `lr`: increments the step count, then updates `params`,
   // m and v in one pass. The gradient used is (grads * grad_scale) * clip_coef, each

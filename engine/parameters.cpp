@@ -34,9 +34,11 @@ void ParameterStore::to(Device device) {
   if (grads_.defined()) {
     grads_ = grads_.to(device);
     for (size_t i = 0; i < params_.size(); ++i)
-      if (slots_[i])
+      if (slots_[i]) {
+        slots_[i]->device = device;
         slots_[i]->grad = Tensor::view_of(grads_.storage(), static_cast<size_t>(params_[i].offset), params_[i].shape,
                                           grads_.dtype());
+      }
   }
 }
 
@@ -58,13 +60,14 @@ Tensor ParameterStore::get(const std::string& name) const {
 
 void ParameterStore::enable_grad(const std::function<bool(const std::string&)>& trainable) {
   VC_CHECK(finalized(), "enable_grad() before finalize()");
-  grads_ = Tensor::zeros({total_}, flat_.dtype());
+  grads_ = Tensor::zeros({total_}, flat_.dtype(), flat_.device());
   slots_.assign(params_.size(), nullptr);
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!trainable(params_[i].name)) continue;
     auto slot = std::make_shared<autograd::GradSlot>();
     slot->shape = params_[i].shape;
     slot->dtype = flat_.dtype();
+    slot->device = flat_.device();
     slot->is_parameter = true;
     slot->grad = Tensor::view_of(grads_.storage(), static_cast<size_t>(params_[i].offset), params_[i].shape, grads_.dtype());
     slots_[i] = std::move(slot);

@@ -517,9 +517,9 @@ std::vector<std::string> prune_checkpoints(const std::string& checkpoints_dir, i
 
 namespace {
 
-std::vector<uint8_t> tensor_bytes(const Tensor& t, const std::string& what) {
-  VC_CHECK(t.defined() && t.device() == Device::CPU, "optimizer state '" << what << "' must be a CPU tensor, got "
-                                                                          << (t.defined() ? t.describe() : "undefined"));
+std::vector<uint8_t> tensor_bytes(const Tensor& device_or_host, const std::string& what) {
+  VC_CHECK(device_or_host.defined(), "optimizer state '" << what << "' is undefined");
+  const Tensor t = device_or_host.to(Device::CPU);
   std::vector<uint8_t> bytes(t.nbytes());
   std::memcpy(bytes.data(), t.raw(), bytes.size());
   return bytes;

@@ -330,9 +330,9 @@ std::vector<uint8_t> SafetensorsFile::raw_bytes(const std::string& name) const {
   return std::vector<uint8_t>(src + e->begin, src + e->end);
 }
 
-std::vector<uint8_t> encode_f32(const Tensor& t, const std::string& dtype) {
-  VC_CHECK(t.defined(), "encode_f32: tensor is undefined");
-  VC_CHECK(t.device() == Device::CPU, "encode_f32: tensor " << t.describe() << " must be on the CPU");
+std::vector<uint8_t> encode_f32(const Tensor& device_or_host, const std::string& dtype) {
+  VC_CHECK(device_or_host.defined(), "encode_f32: tensor is undefined");
+  const Tensor t = device_or_host.to(Device::CPU);  // weights trained on the GPU are written from a host copy
   VC_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64,
            "encode_f32: tensor " << t.describe() << " must be f32 or f64");
   const int64_t n = t.numel();

@@ -62,4 +62,22 @@ void flat_scale_cpu(T* x, int64_t n, double s);
 template <typename T>
 void flat_zero_cpu(T* x, int64_t n);
 
+// ---------------------------------------------------------------- CUDA (float32, device pointers)
+// One kernel launch for all ranges (up to 64 ranges travel in the launch's arguments; more are uploaded,
+// which waits for the stream). Per element the operations, their order and their roundings are the
+// CPU's (IEEE-rounded __fmul_rn / __fadd_rn / __fdiv_rn / __fsqrt_rn, __fmaf_rn where the CPU calls
+// std::fma), so the result is bit-identical to adamw_update_cpu<float>. Same checks and errors.
+void adamw_update_cuda(float* param, const float* grad, float* m, float* v, int64_t n,
+                       const std::vector<AdamRange>& ranges, const AdamStepScalars& scalars);
+
+// Sum of x[i]^2 in double (exact squares), in a fixed two-stage order: deterministic for a given n.
+// Returns to the host (waits for the stream).
+double flat_sum_squares_cuda(const float* x, int64_t n);
+
+// x[i] *= float(s) (bit-identical to the CPU).
+void flat_scale_cuda(float* x, int64_t n, double s);
+
+// x[i] = 0.
+void flat_zero_cuda(float* x, int64_t n);
+
 }  // namespace vitscuda::kernels

@@ -28,5 +28,12 @@ void relative_attention_backward_cpu(const T* q, const T* k, const T* v, const T
 void relative_attention_forward_cuda(const float* q, const float* k, const float* v, const float* emb_k,
                                      const float* emb_v, const float* key_mask, float* out, float* probs, int64_t B,
                                      int64_t heads, int64_t time, int64_t dim, int window);
+// Backward (same arguments as the CPU backward; gradients ACCUMULATE, any may be nullptr): the dense
+// products by cuBLAS with beta = 1, the softmax backward and the relative terms fused; demb_k and
+// demb_v (sums over all B * heads * T rows) are reduced deterministically.
+void relative_attention_backward_cuda(const float* q, const float* k, const float* v, const float* emb_k,
+                                      const float* emb_v, const float* probs, const float* dout, float* dq, float* dk,
+                                      float* dv, float* demb_k, float* demb_v, int64_t B, int64_t heads, int64_t time,
+                                      int64_t dim, int window);
 
 }  // namespace vitscuda::kernels

@@ -38,6 +38,13 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
 // kernel where cuDNN cannot (asymmetric padding) or is set aside (conv1d_set_cuda_path).
 void conv1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin, int Cout,
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups);
+// Backward (kernels/cuda/conv1d_backward.cu): same arguments and accumulation as the CPU backward.
+// On the forward's path: cuDNN backward-data / backward-filter (beta = 1, algorithms found once
+// per shape on a scratch output and cached, deterministic ones preferred), or im2col + cuBLAS
+// with a col2im gather; db by a deterministic reduction.
+void conv1d_backward_cuda(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int B,
+                          int Cin, int Tin, int Cout, int K, int stride, int pad_left, int pad_right, int dilation,
+                          int groups);
 enum class Conv1dCudaPath { Auto, Cudnn, Im2colGemm };
 // Forces a path (benchmarks and parity tests compare them); Auto uses cuDNN when it can.
 void conv1d_set_cuda_path(Conv1dCudaPath path);

@@ -31,5 +31,10 @@ void conv_transpose1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T
 // cuDNN's backward-data convolution (a transposed convolution is the input gradient of a convolution).
 void conv_transpose1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin,
                                    int Cout, int K, int stride, int padding);
+// Backward (kernels/cuda/conv_transpose1d_backward.cu): dx += the convolution of dy by w
+// (cudnnConvolutionForward, beta = 1), dw += its filter gradient (cudnnConvolutionBackwardFilter,
+// beta = 1), db by a deterministic reduction. Same arguments and accumulation as the CPU backward.
+void conv_transpose1d_backward_cuda(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                                    int B, int Cin, int Tin, int Cout, int K, int stride, int padding);
 
 }  // namespace vitscuda::kernels

@@ -85,5 +85,16 @@ void flip_cuda(const float* x, float* y, int64_t outer, int64_t mid, int64_t inn
 void accumulate_cuda(const float* x, float* y, int64_t n);
 void sum_mid_forward_cuda(const float* x, float* y, int64_t outer, int64_t mid, int64_t inner);
 void fill_cuda(float* y, int64_t n, float value);
+void unary_backward_cuda(UnaryOp op, const float* x, const float* y, const float* dy, float* dx, int64_t n,
+                         double param);
+// A broadcast operand's gradient sums over its broadcast positions in a fixed order (one warp per
+// element), so repeated runs give identical gradients.
+void binary_backward_cuda(BinaryOp op, const float* a, const int64_t* a_strides, const float* b,
+                          const int64_t* b_strides, const float* dy, float* da, float* db, const int64_t* out_shape,
+                          int ndim);
+void gated_tanh_sigmoid_backward_cuda(const float* x, const float* dy, float* dx, int64_t outer, int64_t C,
+                                      int64_t inner);
+void softmax_backward_cuda(const float* y, const float* dy, float* dx, int64_t rows, int64_t n);
+void sum_mid_backward_cuda(const float* dy, float* dx, int64_t outer, int64_t mid, int64_t inner);
 
 }  // namespace vitscuda::kernels

@@ -17,5 +17,8 @@ void embedding_backward_cpu(const T* dy, const int32_t* ids, T* dtable, int64_t 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
 // ids is a host array (checked, then uploaded).
 void embedding_forward_cuda(const float* table, const int32_t* ids, float* y, int64_t n, int64_t vocab, int64_t C);
+// Backward (kernels/cuda/gather_backward.cu): ids checked as the CPU does, grouped by id on the
+// host and uploaded; deterministic (no atomics), the CPU's order of additions. dtable may be nullptr.
+void embedding_backward_cuda(const float* dy, const int32_t* ids, float* dtable, int64_t n, int64_t vocab, int64_t C);
 
 }  // namespace vitscuda::kernels

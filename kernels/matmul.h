@@ -26,5 +26,10 @@ void linear_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
 // cuBLAS, full fp32 math (no TF32).
 void matmul_forward_cuda(const float* a, const float* b, float* c, int batch, int M, int K, int N);
 void linear_forward_cuda(const float* x, const float* w, const float* bias, float* y, int rows, int in, int out);
+// Backward (kernels/cuda/matmul_backward.cu): cuBLAS with beta = 1; dbias by a deterministic reduction.
+void matmul_backward_cuda(const float* a, const float* b, const float* dc, float* da, float* db, int batch, int M,
+                          int K, int N);
+void linear_backward_cuda(const float* x, const float* w, const float* dy, float* dx, float* dw, float* dbias,
+                          int rows, int in, int out);
 
 }  // namespace vitscuda::kernels

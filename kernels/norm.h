@@ -43,5 +43,13 @@ void layer_norm_forward_cuda(const float* x, const float* gamma, const float* be
 void layer_norm_channels_forward_cuda(const float* x, const float* gamma, const float* beta, float* y, int B, int C,
                                       int T_len, double eps);
 void weight_norm_forward_cuda(const float* g, const float* v, float* w, int rows, int n);
+// Backwards (same arguments as the CPU backwards; gradients ACCUMULATE, any may be nullptr).
+// dgamma / dbeta (summed over all rows / columns) are reduced deterministically: per-block
+// partials in scratch, then a second pass in a fixed order, so repeated runs agree bit for bit.
+void layer_norm_backward_cuda(const float* x, const float* gamma, const float* dy, float* dx, float* dgamma,
+                              float* dbeta, int rows, int C, double eps);
+void layer_norm_channels_backward_cuda(const float* x, const float* gamma, const float* dy, float* dx, float* dgamma,
+                                       float* dbeta, int B, int C, int T_len, double eps);
+void weight_norm_backward_cuda(const float* g, const float* v, const float* dw, float* dg, float* dv, int rows, int n);
 
 }  // namespace vitscuda::kernels

@@ -28,5 +28,12 @@ void rational_quadratic_spline_backward_cpu(const T* inputs, const T* widths, co
 void rational_quadratic_spline_forward_cuda(const float* inputs, const float* widths, const float* heights,
                                             const float* derivatives, float* outputs, float* log_abs_det, int64_t n,
                                             int bins, bool reverse, double tail_bound);
+// Backward (same arguments as the CPU backward; gradients ACCUMULATE, any may be nullptr), one
+// thread per element; every output row belongs to one element, so no atomics.
+void rational_quadratic_spline_backward_cuda(const float* inputs, const float* widths, const float* heights,
+                                             const float* derivatives, const float* d_outputs,
+                                             const float* d_log_abs_det, float* d_inputs, float* d_widths,
+                                             float* d_heights, float* d_derivatives, int64_t n, int bins, bool reverse,
+                                             double tail_bound);
 
 }  // namespace vitscuda::kernels

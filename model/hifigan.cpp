@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "engine/autograd.h"
 #include "engine/ops.h"
 #include "model/layers.h"
 
@@ -35,7 +36,8 @@ void declare_hifigan(const io::VitsConfig& c, ParameterStore& store) {
     declare_conv1d(store, "decoder.cond", c.speaker_embedding_size, c.upsample_initial_channel, 1);
 }
 
-Tensor run_hifigan(const io::VitsConfig& c, const ParameterStore& store, const Tensor& z, const Tensor& speaker) {
+Tensor run_hifigan(const io::VitsConfig& c, const ParameterStore& store, const Tensor& z, const Tensor& speaker,
+                   bool recompute_resblocks) {
   Tensor h = conv1d(store, "decoder.conv_pre", z, 3);
   if (speaker.defined()) h = ops::add(h, conv1d(store, "decoder.cond", speaker));
   const size_t kernels = c.resblock_kernel_sizes.size();
@@ -48,15 +50,19 @@ Tensor run_hifigan(const io::VitsConfig& c, const ParameterStore& store, const T
     for (size_t r = 0; r < kernels; ++r) {
       const std::string p = "decoder.resblocks." + std::to_string(i * kernels + r);
       const int k = c.resblock_kernel_sizes[r];
-      Tensor x = h;
-      for (size_t d = 0; d < c.resblock_dilation_sizes[r].size(); ++d) {
-        const int dil = c.resblock_dilation_sizes[r][d];
-        Tensor t = ops::leaky_relu(x, c.leaky_relu_slope);
-        t = conv1d(store, p + ".convs1." + std::to_string(d), t, hifigan_padding(k, dil), dil);
-        t = ops::leaky_relu(t, c.leaky_relu_slope);
-        t = conv1d(store, p + ".convs2." + std::to_string(d), t, hifigan_padding(k, 1), 1);
-        x = ops::add(t, x);
-      }
+      auto resblock = [&c, &store, p, k, r](const Tensor& input) {
+        Tensor x = input;
+        for (size_t d = 0; d < c.resblock_dilation_sizes[r].size(); ++d) {
+          const int dil = c.resblock_dilation_sizes[r][d];
+          Tensor t = ops::leaky_relu(x, c.leaky_relu_slope);
+          t = conv1d(store, p + ".convs1." + std::to_string(d), t, hifigan_padding(k, dil), dil);
+          t = ops::leaky_relu(t, c.leaky_relu_slope);
+          t = conv1d(store, p + ".convs2." + std::to_string(d), t, hifigan_padding(k, 1), 1);
+          x = ops::add(t, x);
+        }
+        return x;
+      };
+      Tensor x = recompute_resblocks ? autograd::recompute("hifigan resblock", resblock, h) : resblock(h);
       sum = sum.defined() ? ops::add(sum, x) : x;
     }
     h = ops::div(sum, Tensor::full({1}, static_cast<double>(kernels), sum.dtype(), sum.device()));  // as torch: a true division

@@ -121,6 +121,19 @@ struct MelSpectrogram::Impl {
   }
   const float* bank(float) const { return bank_f32.data(); }
   const double* bank(double) const { return bank_f64.data(); }
+
+#if VITSCUDA_HAVE_CUDA
+  // The device side, built on first use (a CPU-only run never touches the device).
+  std::once_flag cuda_once;
+  std::shared_ptr<const kernels::CudaStftPlan> cuda_plan;
+  Tensor bank_device;  // [n_mels, bins]
+  void ensure_cuda() {
+    std::call_once(cuda_once, [this] {
+      cuda_plan = kernels::make_stft_plan_cuda(config.n_fft, config.hop, config.win);
+      bank_device = Tensor::from_vector(bank_f32, {config.n_mels, static_cast<int64_t>(plan_f32.bins)}).to(Device::CUDA);
+    });
+  }
+#endif
 };
 
 MelSpectrogram::MelSpectrogram(const MelConfig& config) : impl_(std::make_shared<Impl>()) {
@@ -138,11 +151,63 @@ int64_t MelSpectrogram::bins() const { return impl_->plan_f32.bins; }
 int64_t MelSpectrogram::frames(int64_t samples) const { return impl_->plan_f32.frames(samples); }
 const std::vector<float>& MelSpectrogram::filterbank() const { return impl_->bank_f32; }
 
+#if VITSCUDA_HAVE_CUDA
+namespace {
+
+// log_mel on the device: cuFFT STFT, cuBLAS mel projection, log-clamp; the backward runs back
+// through them (the magnitude's through an inverse FFT).
+Tensor log_mel_on_device(const std::shared_ptr<MelSpectrogram::Impl>& impl, const Tensor& wave) {
+  VC_CHECK(wave.dtype() == DType::F32, "log_mel: CUDA waveforms are float32 only, got " << wave.describe());
+  impl->ensure_cuda();
+  const int B = as_int("log_mel: batch", wave.dim(0));
+  const int64_t S = wave.dim(1);
+  VC_CHECK(B >= 1 && S >= 1, "log_mel: empty waveform " << wave.describe());
+  const int64_t frames = kernels::stft_frames_cuda(*impl->cuda_plan, S);
+  const int M = impl->config.n_mels, bins = impl->plan_f32.bins;
+  const int frames_i = as_int("log_mel: frames", frames);
+  const bool record = autograd::needs_grad({&wave});
+  const Device dev = Device::CUDA;
+  Tensor spec = record ? Tensor::empty({B, frames, static_cast<int64_t>(bins), 2}, DType::F32, dev) : Tensor();
+  Tensor mag = Tensor::empty({B, bins, frames}, DType::F32, dev);
+  Tensor mel = Tensor::empty({B, M, frames}, DType::F32, dev);
+  Tensor out = Tensor::empty({B, M, frames}, DType::F32, dev);
+  const float clamp = static_cast<float>(kernels::kLogMelClampMin);
+  kernels::stft_magnitude_forward_cuda(*impl->cuda_plan, wave.data<float>(), B, S, mag.data<float>(),
+                                       record ? spec.data<float>() : nullptr);
+  kernels::mel_project_forward_cuda(impl->bank_device.data<float>(), mag.data<float>(), mel.data<float>(), B, M, bins,
+                                    frames);
+  kernels::log_clamp_forward_cuda(mel.data<float>(), out.data<float>(), mel.numel(), clamp);
+  if (record) {
+    auto slot = wave.grad_slot();
+    const Shape wave_shape = wave.shape();
+    autograd::record("log_mel", out, [slot, wave_shape, impl, spec, mel, B, S, M, bins, frames_i, clamp](const Tensor& dy) {
+      Tensor grad_wave = slot->accumulator(wave_shape);
+      Tensor grad_mel = Tensor::zeros({B, M, frames_i}, DType::F32, Device::CUDA);
+      kernels::log_clamp_backward_cuda(mel.data<float>(), dy.data<float>(), grad_mel.data<float>(), grad_mel.numel(),
+                                       clamp);
+      Tensor grad_mag = Tensor::zeros({B, bins, frames_i}, DType::F32, Device::CUDA);
+      kernels::mel_project_backward_cuda(impl->bank_device.data<float>(), grad_mel.data<float>(), grad_mag.data<float>(),
+                                         B, M, bins, frames_i);
+      kernels::stft_magnitude_backward_cuda(*impl->cuda_plan, spec.data<float>(), grad_mag.data<float>(), B, S,
+                                            grad_wave.data<float>());
+    });
+  }
+  return out;
+}
+
+}  // namespace
+#endif
+
 Tensor MelSpectrogram::log_mel(const Tensor& wave) const {
   VC_CHECK(wave.defined() && wave.ndim() == 2,
            "log_mel: the waveform must be [batch, samples], got " << (wave.defined() ? wave.describe() : "undefined"));
-  VC_CHECK(wave.device() == Device::CPU,
-           "log_mel: the waveform is " << wave.describe() << "; log_mel has only a CPU implementation so far");
+  if (wave.device() == Device::CUDA) {
+#if VITSCUDA_HAVE_CUDA
+    return log_mel_on_device(impl_, wave);
+#else
+    VC_FAIL("log_mel: " << wave.describe() << " needs CUDA, but this vitscuda was built without it");
+#endif
+  }
   const int B = as_int("log_mel: batch", wave.dim(0));
   const int64_t S = wave.dim(1);
   VC_CHECK(B >= 1 && S >= 1, "log_mel: empty waveform " << wave.describe());
@@ -215,8 +280,8 @@ Tensor masked_l1_loss(const Tensor& generated, const Tensor& target, const Tenso
   VC_CHECK(generated.ndim() == 3, op << ": generated must be [B, C, frames], got " << generated.describe());
   VC_CHECK(target.shape() == generated.shape() && target.dtype() == generated.dtype(),
            op << ": target " << target.describe() << " must match generated " << generated.describe());
-  VC_CHECK(generated.device() == Device::CPU && target.device() == Device::CPU && mask.device() == Device::CPU,
-           op << ": only CPU tensors so far, got " << generated.describe() << ", " << target.describe() << ", "
+  VC_CHECK(target.device() == generated.device() && mask.device() == generated.device(),
+           op << ": operands on different devices: " << generated.describe() << ", " << target.describe() << ", "
               << mask.describe());
   const int B = as_int("masked_l1_loss: batch", generated.dim(0));
   const int C = as_int("masked_l1_loss: channels", generated.dim(1));
@@ -228,6 +293,26 @@ Tensor masked_l1_loss(const Tensor& generated, const Tensor& target, const Tenso
   const DType dtype = generated.dtype();
   const Tensor frame_mask = mask.dtype() == dtype ? mask.detach() : mask.to(dtype);
 
+  if (generated.device() == Device::CUDA) {
+#if VITSCUDA_HAVE_CUDA
+    VC_CHECK(dtype == DType::F32, op << ": CUDA tensors are float32 only, got " << generated.describe());
+    const double value = kernels::masked_l1_forward_cuda(generated.data<float>(), target.data<float>(),
+                                                         frame_mask.data<float>(), B, C, frames);
+    Tensor loss = Tensor::full({}, value, DType::F32, Device::CUDA);
+    if (autograd::needs_grad({&generated, &target})) {
+      auto sg = generated.grad_slot(), st = target.grad_slot();
+      const Tensor gs = generated.detach(), ts = target.detach();
+      autograd::record(op, loss, [sg, st, gs, ts, frame_mask, B, C, frames](const Tensor& dy) {
+        Tensor dg = sg ? sg->accumulator(gs.shape()) : Tensor();
+        Tensor dt = st ? st->accumulator(ts.shape()) : Tensor();
+        kernels::masked_l1_backward_cuda(gs.data<float>(), ts.data<float>(), frame_mask.data<float>(),
+                                         dy.data<float>(), sg ? dg.data<float>() : nullptr,
+                                         st ? dt.data<float>() : nullptr, B, C, frames);
+      });
+    }
+    return loss;
+#endif
+  }
   Tensor loss = Tensor::empty({}, dtype);
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);

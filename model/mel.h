@@ -42,7 +42,7 @@ class MelSpectrogram {
   int64_t frames(int64_t samples) const;
   const std::vector<float>& filterbank() const;  // [n_mels, bins]
 
-  // wave [B, S] (f32 or f64, CPU) -> log-mel [B, n_mels, frames(S)], recorded on the current tape when
+  // wave [B, S] (f32 or f64 on the CPU; f32 on CUDA, computed there) -> log-mel [B, n_mels, frames(S)], recorded on the current tape when
   // `wave` needs a gradient.
   Tensor log_mel(const Tensor& wave) const;
 
@@ -50,8 +50,9 @@ class MelSpectrogram {
   // first trimmed to (S / hop) * hop samples (one mel frame per hop, as the decoder produces).
   Tensor log_mel_of(const std::vector<float>& wave) const;
 
+  struct Impl;  // plans and filterbanks (the CPU's, and the device's once a CUDA waveform arrives)
+
  private:
-  struct Impl;
   std::shared_ptr<Impl> impl_;
 };
 

@@ -27,6 +27,7 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
   VC_CHECK(!batch.empty(), "training step: empty batch");
   const int64_t B = static_cast<int64_t>(batch.size());
   const int64_t hop = c.total_upsample();
+  const Device dev = store.device();  // inputs are built on the host, then moved there
   VC_CHECK(mel.hop() == hop, "training step: mel hop " << mel.hop() << " differs from the decoder's upsampling " << hop);
 
   TrainStepResult r;
@@ -50,6 +51,7 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
       ids[b * T + t] = batch[b].ids[t];
       mask_btc.data<float>()[b * T + t] = 1.0f;
     }
+  mask_btc = mask_btc.to(dev);
   Tensor speaker;
   if (c.num_speakers > 1) {
     std::vector<int32_t> sid;
@@ -68,15 +70,15 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
   // 2-3. Durations from the frozen predictor, scaled to the target's frame count.
   {
     autograd::NoGradScope no_grad;
-    Tensor noise = opt.duration_noise;
+    Tensor noise = opt.duration_noise.defined() ? opt.duration_noise.to(dev) : Tensor();
     if (c.use_stochastic_duration_prediction && !noise.defined()) {
-      noise = Tensor::empty({B, 2, T});
+      noise = Tensor::empty({B, 2, T}, DType::F32, dev);
       rng.fill_normal(noise);
     }
     Tensor log_dur = predict_log_durations(c, store, ops::transpose(enc.hidden, 1, 2).detach(), mask,
                                            speaker.defined() ? speaker.detach() : Tensor(), noise,
                                            opt.noise_scale_duration);
-    Tensor w = ops::mul(ops::exp(log_dur), mask);
+    const Tensor w = ops::mul(ops::exp(log_dur), mask).to(Device::CPU);
     for (int64_t b = 0; b < B; ++b) {
       std::vector<double> d(batch[b].ids.size());
       for (size_t t = 0; t < d.size(); ++t) d[t] = w.data<float>()[b * T + static_cast<int64_t>(t)];
@@ -91,9 +93,10 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
   Tensor frame_mask = Tensor::zeros({B, 1, max_frames});
   for (int64_t b = 0; b < B; ++b)
     std::fill(frame_mask.data<float>() + b * max_frames, frame_mask.data<float>() + b * max_frames + r.frames[b], 1.0f);
-  Tensor eps = opt.prior_noise;
+  frame_mask = frame_mask.to(dev);
+  Tensor eps = opt.prior_noise.defined() ? opt.prior_noise.to(dev) : Tensor();
   if (!eps.defined()) {
-    eps = Tensor::empty(m.shape());
+    eps = Tensor::empty(m.shape(), DType::F32, dev);
     rng.fill_normal(eps);
   }
   VC_CHECK(eps.shape() == m.shape(), "prior noise must be " << shape_str(m.shape()) << ", got " << eps.describe());
@@ -103,7 +106,8 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
   // 7. Whole utterance or a window of K frames per item.
   Tensor target = Tensor::zeros({B, mel.n_mels(), max_frames});
   for (int64_t b = 0; b < B; ++b) {
-    Tensor t = batch[b].target_logmel.defined() ? batch[b].target_logmel : mel.log_mel_of(batch[b].wave);
+    const Tensor t = (batch[b].target_logmel.defined() ? batch[b].target_logmel : mel.log_mel_of(batch[b].wave))
+                         .to(Device::CPU);
     VC_CHECK(t.dim(0) == mel.n_mels() && t.dim(1) == r.frames[b],
              "target log-mel of item " << b << " is " << t.describe() << ", expected [" << mel.n_mels() << ", "
                                        << r.frames[b] << "]");
@@ -111,6 +115,7 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
       std::copy(t.data<float>() + k * r.frames[b], t.data<float>() + (k + 1) * r.frames[b],
                 target.data<float>() + (b * mel.n_mels() + k) * max_frames);
   }
+  target = target.to(dev);
   Tensor x, mel_mask;
   if (opt.segment_frames > 0) {
     const int64_t K = std::min<int64_t>(opt.segment_frames, *std::min_element(r.frames.begin(), r.frames.end()));
@@ -131,20 +136,21 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
     }
     x = ops::cat(windows, 0);
     target = ops::cat(targets, 0);
-    mel_mask = Tensor::full({B, 1, K}, 1.0);
+    mel_mask = Tensor::full({B, 1, K}, 1.0, DType::F32, dev);
   } else {
     x = ops::mul(z, frame_mask);
     mel_mask = frame_mask;
   }
 
   // 8-10. Decoder, log-mel, masked L1.
-  Tensor wave = run_hifigan(c, store, x, speaker);
+  Tensor wave = run_hifigan(c, store, x, speaker, opt.recompute_decoder);
   wave = wave.reshape({wave.dim(0), wave.dim(2)});
   r.generated_logmel = mel.log_mel(wave);
   r.target_logmel = target;
   r.loss = masked_l1_loss(r.generated_logmel, target, mel_mask);
   double valid = 0;
-  for (int64_t i = 0; i < mel_mask.numel(); ++i) valid += mel_mask.data<float>()[i];
+  const Tensor mel_mask_host = mel_mask.to(Device::CPU);
+  for (int64_t i = 0; i < mel_mask_host.numel(); ++i) valid += mel_mask_host.data<float>()[i];
   r.loss_elements = static_cast<int64_t>(valid) * mel.n_mels();
   return r;
 }

@@ -24,6 +24,7 @@ struct TrainStepOptions {
   double noise_scale = 0.667;
   double noise_scale_duration = 0.8;
   int segment_frames = 0;  // 0: decode the whole utterance
+  bool recompute_decoder = false;  // recompute HiFi-GAN residual blocks in the backward (less memory)
   // Fixed draws instead of the RNG (tests): duration noise [B,2,T], prior noise [B,F,frames], segment starts.
   Tensor duration_noise;
   Tensor prior_noise;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/device_allocator.h"
 #include "engine/ops.h"
 #include "kernels/error.h"
 
@@ -40,7 +41,8 @@ MelTrainer::MelTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions opti
     : model_(model),
       mel_(std::move(mel)),
       options_(options),
-      optimizer_(model.params().total(), options.adam, trainable_ranges(model, options.adam)),
+      optimizer_(model.params().total(), options.adam, trainable_ranges(model, options.adam), DType::F32,
+                 model.params().device()),
       schedule_(make_schedule(options)),
       rng_(seed) {}
 
@@ -48,6 +50,8 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
   VC_CHECK(!micro_batches.empty(), "training step without data");
   const auto t0 = std::chrono::steady_clock::now();
   reset_cpu_peak_memory();
+  const bool on_device = model_.device() == Device::CUDA;
+  if (on_device) DeviceAllocator::instance().reset_peak();
   ParameterStore& store = model_.params();
   store.zero_grad();
   StepStats stats;
@@ -58,7 +62,7 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
     {
       autograd::RecordingScope recording(tape);
       r = mel_training_forward(model_, mel_, batch, options_.step, rng_);
-      const double loss = poison_next_ ? std::nan("") : r.loss.data<float>()[0];
+      const double loss = poison_next_ ? std::nan("") : r.loss.to(Device::CPU).data<float>()[0];
       stats.loss += loss * weight;
       if (!std::isfinite(loss)) stats.finite = false;
       r.loss = ops::scale(r.loss, weight);  // averaged over micro-batches
@@ -77,7 +81,7 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
     optimizer_.step(store.flat(), store.grads(), stats.learning_rate, 1.0, clip);
   }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  stats.peak_bytes = cpu_memory_stats().peak_bytes;
+  stats.peak_bytes = on_device ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
   return stats;
 }
 
@@ -86,7 +90,7 @@ double MelTrainer::evaluate(const std::vector<TrainingItem>& batch) {
   Rng eval_rng(rng_.seed() ^ 0x5eed5eedULL);  // evaluation draws never disturb the training stream
   TrainStepOptions eval_options = options_.step;
   eval_options.segment_frames = 0;
-  return mel_training_forward(model_, mel_, batch, eval_options, eval_rng).loss.data<float>()[0];
+  return mel_training_forward(model_, mel_, batch, eval_options, eval_rng).loss.to(Device::CPU).data<float>()[0];
 }
 
 }  // namespace vitscuda::model

@@ -23,7 +23,7 @@ struct StepStats {
   double grad_norm = 0;    // before clipping
   double learning_rate = 0;
   double seconds = 0;
-  size_t peak_bytes = 0;   // host tensor memory high-water mark during the update
+  size_t peak_bytes = 0;   // tensor memory high-water mark during the update (the device's on CUDA)
   int64_t items = 0;
   bool finite = true;      // false: loss or gradients were not finite; the update was skipped
 };

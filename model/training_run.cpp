@@ -118,6 +118,7 @@ int run_training(const TrainRunOptions& o) {
   // Model, data, trainer.
   LoadedModel loaded = load_model_dir(o.model_dir);
   VitsModel& vits = *loaded.model;
+  vits.to(o.device);
   const io::VitsConfig& c = vits.config();
   io::DatasetReader train = io::DatasetReader::open((fs::path(o.data_dir) / "train.vcds").string(),
                                                     io::DatasetVerify::HeaderOnly);
@@ -140,6 +141,7 @@ int run_training(const TrainRunOptions& o) {
   topt.step.noise_scale = o.noise_scale;
   topt.step.noise_scale_duration = o.noise_scale_duration;
   topt.step.segment_frames = o.segment_frames;
+  topt.step.recompute_decoder = o.recompute_decoder;
   MelSpectrogram mel(mel_config_for(c));
   MelTrainer trainer(vits, mel, topt, o.seed);
 

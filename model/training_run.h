@@ -4,10 +4,13 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/tensor.h"
+
 namespace vitscuda::model {
 
 struct TrainRunOptions {
   std::string data_dir, model_dir, out_dir;
+  Device device = Device::CPU;  // where the model, its gradients and the optimizer live
   int epochs = 1;
   int batch_size = 4;
   int grad_accum = 1;
@@ -18,6 +21,7 @@ struct TrainRunOptions {
   double weight_decay = 0.01;
   int64_t max_samples = 0;   // 0: all
   int segment_frames = 32;   // 0: whole utterances
+  bool recompute_decoder = false;  // recompute HiFi-GAN residual blocks in the backward (less memory)
   double noise_scale = 0.667;
   double noise_scale_duration = 0.8;
   uint64_t seed = 0;

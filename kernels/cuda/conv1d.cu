@@ -129,6 +129,8 @@ CudnnConvPlan& cudnn_plan(const float* x, const float* w, float* y, int B, int C
   bool chosen = false;
   for (int i = 0; i < found && !chosen; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > limit) continue;
+    // Tensor-op (TF32) results would break fp32 parity with the CPU.
+    if (perf[i].mathType == CUDNN_TENSOR_OP_MATH || perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
     p.algo = perf[i].algo;
     p.workspace_bytes = perf[i].memory;
     chosen = true;

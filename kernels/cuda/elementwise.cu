@@ -208,6 +208,143 @@ __global__ void fill_kernel(float* __restrict__ y, int64_t n, float value) {
   VC_GRID_STRIDE(i, n) y[i] = value;
 }
 
+__global__ void unary_backward_kernel(UnaryOp op, const float* __restrict__ x, const float* __restrict__ y,
+                                      const float* __restrict__ dy, float* __restrict__ dx, int64_t n, float p) {
+  VC_GRID_STRIDE(i, n) {
+    const float v = x ? x[i] : 0.0f;
+    float d;
+    switch (op) {
+      case UnaryOp::Relu: d = v > 0.0f ? 1.0f : 0.0f; break;
+      case UnaryOp::LeakyRelu: d = v > 0.0f ? 1.0f : p; break;
+      case UnaryOp::Gelu: {
+        const float cdf = 0.5f * (1.0f + erff(v * 0.7071067811865476f));
+        const float pdf = expf(-0.5f * v * v) * 0.3989422804014327f;
+        d = cdf + v * pdf;
+        break;
+      }
+      case UnaryOp::GeluTanh: {
+        const float k = 0.7978845608028654f;
+        const float u = k * (v + 0.044715f * v * v * v);
+        const float t = tanhf(u);
+        d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * k * (1.0f + float(3 * 0.044715) * v * v);
+        break;
+      }
+      case UnaryOp::Silu: {
+        const float s = sigmoidf(v);
+        d = s * (1.0f + v * (1.0f - s));
+        break;
+      }
+      case UnaryOp::Tanh: d = 1.0f - y[i] * y[i]; break;
+      case UnaryOp::Sigmoid: d = y[i] * (1.0f - y[i]); break;
+      case UnaryOp::Exp: d = y[i]; break;
+      case UnaryOp::Log: d = 1.0f / v; break;
+      case UnaryOp::Softplus: d = v > 20.0f ? 1.0f : sigmoidf(v); break;
+      case UnaryOp::Ceil: d = 0.0f; break;
+      case UnaryOp::ClampMin: d = v < p ? 0.0f : 1.0f; break;  // torch passes the gradient at v == bound
+      case UnaryOp::Scale: d = p; break;
+      case UnaryOp::AddScalar: d = 1.0f; break;
+      default: d = 1.0f;
+    }
+    dx[i] += dy[i] * d;
+  }
+}
+
+// The gradient of a binary op with respect to one operand at output position i.
+__device__ inline float binary_grad(BinaryOp op, bool wrt_a, float dy, const float* a, int64_t ao, const float* b,
+                                    int64_t bo) {
+  switch (op) {
+    case BinaryOp::Add: return dy;
+    case BinaryOp::Sub: return wrt_a ? dy : -dy;
+    case BinaryOp::Mul: return wrt_a ? dy * b[bo] : dy * a[ao];
+    default: return wrt_a ? dy / b[bo] : -dy * a[ao] / (b[bo] * b[bo]);
+  }
+}
+
+struct BinaryGradArgs {
+  int64_t shape[6];
+  int64_t a_strides[6];
+  int64_t b_strides[6];
+  int64_t out_strides[6];
+  int ndim;
+  // The operand whose gradient this launch computes: its kept dims (stride != 0, in order) and
+  // its broadcast dims (stride 0, size > 1).
+  int kept[6], nkept;
+  int bcast[6], nbcast;
+  int64_t bcast_count;  // product of the broadcast dims' sizes
+};
+
+// One warp per element of the operand: lanes take its broadcast positions in a fixed order and
+// the warp reduces them, then one lane accumulates. A full-shaped operand has bcast_count 1.
+__global__ void binary_backward_kernel(BinaryOp op, bool wrt_a, const float* __restrict__ a,
+                                       const float* __restrict__ b, const float* __restrict__ dy,
+                                       float* __restrict__ grad, int64_t elements, BinaryGradArgs g) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t e = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5; e < elements; e += warps) {
+    // Coordinates of this operand element over its kept dims (row-major = the operand's own layout).
+    int64_t base_out = 0, base_a = 0, base_b = 0, rest = e;
+    for (int k = g.nkept - 1; k >= 0; --k) {
+      const int d = g.kept[k];
+      const int64_t c = rest % g.shape[d];
+      rest /= g.shape[d];
+      base_out += c * g.out_strides[d];
+      base_a += c * g.a_strides[d];
+      base_b += c * g.b_strides[d];
+    }
+    float sum = 0.0f;
+    for (int64_t r = lane; r < g.bcast_count; r += 32) {
+      int64_t out = base_out, ao = base_a, bo = base_b, q = r;
+      for (int k = g.nbcast - 1; k >= 0; --k) {
+        const int d = g.bcast[k];
+        const int64_t c = q % g.shape[d];
+        q /= g.shape[d];
+        out += c * g.out_strides[d];
+        ao += c * g.a_strides[d];
+        bo += c * g.b_strides[d];
+      }
+      sum += binary_grad(op, wrt_a, dy[out], a, ao, b, bo);
+    }
+    for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    if (lane == 0) grad[wrt_a ? base_a : base_b] += sum;
+  }
+}
+
+__global__ void gated_backward_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                      float* __restrict__ dx, int64_t outer, int64_t C, int64_t inner) {
+  const int64_t n = outer * C * inner;
+  VC_GRID_STRIDE(i, n) {
+    const int64_t t = i % inner;
+    const int64_t c = (i / inner) % C;
+    const int64_t o = i / (inner * C);
+    const int64_t it = (o * 2 * C + c) * inner + t, is = (o * 2 * C + C + c) * inner + t;
+    const float th = tanhf(x[it]), s = sigmoidf(x[is]);
+    dx[it] += dy[i] * s * (1.0f - th * th);
+    dx[is] += dy[i] * th * s * (1.0f - s);
+  }
+}
+
+__global__ void softmax_backward_kernel(const float* __restrict__ y, const float* __restrict__ dy,
+                                        float* __restrict__ dx, int64_t n) {
+  __shared__ float shared[32];
+  const float* yr = y + blockIdx.x * n;
+  const float* gr = dy + blockIdx.x * n;
+  float* dr = dx + blockIdx.x * n;
+  float dot = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dot += yr[i] * gr[i];
+  dot = block_reduce(dot, false, shared);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dr[i] += yr[i] * (gr[i] - dot);
+}
+
+__global__ void sum_mid_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx, int64_t outer,
+                                        int64_t mid, int64_t inner) {
+  const int64_t n = outer * mid * inner;
+  VC_GRID_STRIDE(i, n) {
+    const int64_t e = i % inner;
+    const int64_t o = i / (inner * mid);
+    dx[i] += dy[o * inner + e];
+  }
+}
+
 }  // namespace
 
 void unary_forward_cuda(UnaryOp op, const float* x, float* y, int64_t n, double param) {
@@ -307,6 +444,74 @@ void fill_cuda(float* y, int64_t n, float value) {
   if (n <= 0) return;
   VC_LAUNCH(fill_kernel, cuda::blocks_for(n, kThreads), kThreads, 0)(y, n, value);
   VC_CHECK_LAUNCH("fill");
+}
+
+void unary_backward_cuda(UnaryOp op, const float* x, const float* y, const float* dy, float* dx, int64_t n,
+                         double param) {
+  if (n <= 0) return;
+  VC_LAUNCH(unary_backward_kernel, cuda::blocks_for(n, kThreads), kThreads, 0)(op, x, y, dy, dx, n,
+                                                                                static_cast<float>(param));
+  VC_CHECK_LAUNCH("unary backward");
+}
+
+void binary_backward_cuda(BinaryOp op, const float* a, const int64_t* a_strides, const float* b,
+                          const int64_t* b_strides, const float* dy, float* da, float* db, const int64_t* out_shape,
+                          int ndim) {
+  VC_CHECK(ndim >= 0 && ndim <= 6, "binary op backward: at most 6 dimensions, got " << ndim);
+  int64_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= out_shape[d];
+  if (n <= 0) return;
+  for (const bool wrt_a : {true, false}) {
+    float* grad = wrt_a ? da : db;
+    if (!grad) continue;
+    const int64_t* strides = wrt_a ? a_strides : b_strides;
+    BinaryGradArgs g{};
+    g.ndim = ndim;
+    int64_t stride = 1, elements = 1;
+    g.bcast_count = 1;
+    for (int d = ndim - 1; d >= 0; --d) {
+      g.shape[d] = out_shape[d];
+      g.a_strides[d] = a_strides[d];
+      g.b_strides[d] = b_strides[d];
+      g.out_strides[d] = stride;
+      stride *= out_shape[d];
+    }
+    for (int d = 0; d < ndim; ++d) {
+      if (strides[d] != 0 || out_shape[d] == 1) {
+        g.kept[g.nkept++] = d;
+        elements *= out_shape[d];
+      } else {
+        g.bcast[g.nbcast++] = d;
+        g.bcast_count *= out_shape[d];
+      }
+    }
+    const int64_t threads = elements * 32;
+    VC_LAUNCH(binary_backward_kernel, cuda::blocks_for(threads, kThreads), kThreads, 0)(op, wrt_a, a, b, dy, grad,
+                                                                                        elements, g);
+    VC_CHECK_LAUNCH("binary backward");
+  }
+}
+
+void gated_tanh_sigmoid_backward_cuda(const float* x, const float* dy, float* dx, int64_t outer, int64_t C,
+                                      int64_t inner) {
+  const int64_t n = outer * C * inner;
+  if (n <= 0) return;
+  VC_LAUNCH(gated_backward_kernel, cuda::blocks_for(n, kThreads), kThreads, 0)(x, dy, dx, outer, C, inner);
+  VC_CHECK_LAUNCH("gated_tanh_sigmoid backward");
+}
+
+void softmax_backward_cuda(const float* y, const float* dy, float* dx, int64_t rows, int64_t n) {
+  if (rows <= 0 || n <= 0) return;
+  VC_CHECK(rows <= 0x7fffffff, "softmax backward: " << rows << " rows exceed the grid");
+  VC_LAUNCH(softmax_backward_kernel, static_cast<unsigned>(rows), kThreads, 0)(y, dy, dx, n);
+  VC_CHECK_LAUNCH("softmax backward");
+}
+
+void sum_mid_backward_cuda(const float* dy, float* dx, int64_t outer, int64_t mid, int64_t inner) {
+  const int64_t n = outer * mid * inner;
+  if (n <= 0) return;
+  VC_LAUNCH(sum_mid_backward_kernel, cuda::blocks_for(n, kThreads), kThreads, 0)(dy, dx, outer, mid, inner);
+  VC_CHECK_LAUNCH("sum_mid backward");
 }
 
 }  // namespace vitscuda::kernels

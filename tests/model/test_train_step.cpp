@@ -7,6 +7,7 @@
 
 #include "engine/autograd.h"
 #include "io/safetensors.h"
+#include "kernels/backend.h"
 #include "model/model_dir.h"
 #include "model/train_step.h"
 #include "support/test_support.h"
@@ -57,11 +58,28 @@ GoldenStep load_step(const std::string& name) {
   return g;
 }
 
-class GoldenGradients : public ::testing::TestWithParam<std::string> {};
+struct GradientCase {
+  std::string file;
+  Device device = Device::CPU;
+  bool recompute_decoder = false;  // the same gradients must come out of the recomputed decoder
+};
+
+void PrintTo(const GradientCase& c, std::ostream* os) {
+  *os << c.file << " on " << device_name(c.device) << (c.recompute_decoder ? ", decoder recomputed" : "");
+}
+
+class GoldenGradients : public ::testing::TestWithParam<GradientCase> {};
 
 TEST_P(GoldenGradients, LossAndEveryParameterGradientMatchTorch) {
-  GoldenStep g = load_step(GetParam());
+  const GradientCase& c = GetParam();
+  if (c.device == Device::CUDA) {
+    std::string why;
+    if (!kernels::cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+  }
+  GoldenStep g = load_step(c.file);
+  g.options.recompute_decoder = c.recompute_decoder;
   model::VitsModel& vits = *g.loaded.model;
+  vits.to(c.device);
   vits.params().enable_grad(model::trainable_in_mel_mode);
 
   // The filterbank is ours; torch's came from librosa.
@@ -92,8 +110,8 @@ TEST_P(GoldenGradients, LossAndEveryParameterGradientMatchTorch) {
   EXPECT_LT(vitscuda::testing::max_abs_diff(r.generated_logmel, gen), 1e-3);
 
   const double expected_loss = g.file.load_f32("loss").data<float>()[0];
-  const double loss = r.loss.data<float>()[0];
-  std::printf("  %s: loss %.7f (torch %.7f), relative error %.2e\n", GetParam().c_str(), loss, expected_loss,
+  const double loss = r.loss.to_float_vector()[0];
+  std::printf("  %s: loss %.7f (torch %.7f), relative error %.2e\n", c.file.c_str(), loss, expected_loss,
               std::fabs(loss - expected_loss) / expected_loss);
   EXPECT_LT(std::fabs(loss - expected_loss) / expected_loss, 1e-5);
 
@@ -125,7 +143,7 @@ TEST_P(GoldenGradients, LossAndEveryParameterGradientMatchTorch) {
     // fp32 on both sides; a float64 torch run differs from its float32 one by <= 3e-6 per tensor.
     EXPECT_LT(err, 1e-4) << p.name;
   }
-  std::printf("  %s: %zu parameter gradients, worst relative L2 error %.2e (%s)\n", GetParam().c_str(), checked, worst,
+  std::printf("  %s: %zu parameter gradients, worst relative L2 error %.2e (%s)\n", c.file.c_str(), checked, worst,
               worst_name.c_str());
   EXPECT_EQ(checked, static_cast<size_t>(std::count_if(g.file.entries().begin(), g.file.entries().end(),
                                                        [](const io::SafetensorsEntry& e) {
@@ -134,10 +152,18 @@ TEST_P(GoldenGradients, LossAndEveryParameterGradientMatchTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Steps, GoldenGradients,
-                         ::testing::Values("step_whole.safetensors", "step_segment.safetensors"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           return info.param.find("whole") != std::string::npos ? std::string("whole_utterance")
-                                                                               : std::string("segment");
+                         ::testing::Values(GradientCase{"step_whole.safetensors"},
+                                           GradientCase{"step_segment.safetensors"},
+                                           GradientCase{"step_whole.safetensors", Device::CPU, true},
+                                           GradientCase{"step_whole.safetensors", Device::CUDA},
+                                           GradientCase{"step_segment.safetensors", Device::CUDA},
+                                           GradientCase{"step_whole.safetensors", Device::CUDA, true}),
+                         [](const ::testing::TestParamInfo<GradientCase>& info) {
+                           std::string n = info.param.file.find("whole") != std::string::npos ? "whole_utterance"
+                                                                                              : "segment";
+                           if (info.param.device == Device::CUDA) n += "_cuda";
+                           if (info.param.recompute_decoder) n += "_recomputed_decoder";
+                           return n;
                          });
 
 }  // namespace

@@ -1,0 +1,314 @@
+// CUDA rational-quadratic spline backward (either direction), one thread per element, porting the
+// CPU backward operation for operation: forward-mode dual numbers over the seven scalars one bin's
+// formula reads (input, cumwidth, width, cumheight, height, left and right derivative) carried
+// through the forward's exact operations (the reverse root included), then back through the knot
+// construction (pinned ends, cumulative sum, min-size map, softmax) and the softplus.
+//
+// Conventions shared with spline.cu (whose helpers are repeated here, and must stay in step):
+// every product and sum is explicitly rounded (__fmul_rn / __fadd_rn / __fsub_rn) as on the CPU
+// build (x86-64, no contraction), divisions and square roots are IEEE-rounded (nvcc's default
+// -prec-div / -prec-sqrt), the knots' cumulative sum runs in double, rounded to float at each
+// step. The bin is therefore the one the CUDA forward picked, and the result differs from the CPU
+// only through expf / logf / log1pf against the host's libm (an ulp or two).
+//
+// No per-thread arrays: the knots and softmax values are recomputed by streaming over the
+// element's unnormalised sizes (same operations, same order, bit-identical values); each
+// element's rows of d_widths / d_heights / d_derivatives belong to its thread alone (no atomics).
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/spline.h"
+
+namespace vitscuda::kernels {
+
+namespace {
+
+constexpr double kMinBinWidth = 1e-3, kMinBinHeight = 1e-3, kMinDerivative = 1e-3;
+
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float sub(float a, float b) { return __fsub_rn(a, b); }
+
+// ---------------------------------------------------------------- as in spline.cu
+struct SideConstants {
+  float min_size;       // static_cast<float>(min bin size)
+  float free_fraction;  // static_cast<float>(1 - min size * bins), computed in double
+};
+
+struct SplineParams {
+  int bins;
+  float bound;        // static_cast<float>(tail_bound): the knots' range
+  double tail_bound;  // the tails test compares in double, as the CPU does
+  SideConstants widths, heights;
+  float edge_derivative;  // min derivative + softplus(log(e^(1 - min) - 1)): the outer knots' slope
+};
+
+__device__ __forceinline__ float softplus(float x) {
+  return x > 20.f ? x : log1pf(expf(x));  // torch: beta 1, threshold 20
+}
+__device__ __forceinline__ float softplus_grad(float x) {
+  return x > 20.f ? 1.f : 1.f / add(1.f, expf(-x));
+}
+
+// The softmax's max and reciprocal sum over one side's unnormalised sizes u, as the CPU forms
+// them; softmax_i = mul(expf(u_i - m), inv).
+__device__ __forceinline__ void softmax_stats(const float* u, int bins, float& m, float& inv) {
+  m = u[0];
+  for (int i = 1; i < bins; ++i) m = m < u[i] ? u[i] : m;  // std::max's choice, NaNs included
+  float s = 0.f;
+  for (int i = 0; i < bins; ++i) s = add(s, expf(u[i] - m));
+  inv = 1.f / s;
+}
+
+// Visits the knots 0..bins of one side in order (see spline.cu); visit(i, knot) returns false to
+// stop early.
+template <typename Visit>
+__device__ void walk_knots(const float* u, int bins, float bound, SideConstants side, Visit visit) {
+  float m, inv;
+  softmax_stats(u, bins, m, inv);
+  if (!visit(0, -bound)) return;
+  const float span = bound + bound;
+  double acc = 0.0;
+  for (int i = 0; i < bins; ++i) {
+    const float soft = mul(expf(u[i] - m), inv);
+    acc += static_cast<double>(add(side.min_size, mul(side.free_fraction, soft)));
+    const float knot = i + 1 == bins ? bound : sub(mul(span, static_cast<float>(acc)), bound);
+    if (!visit(i + 1, knot)) return;
+  }
+}
+
+__device__ void knot_pair(const float* u, int bins, float bound, SideConstants side, int k, float& lo, float& hi) {
+  walk_knots(u, bins, bound, side, [&](int i, float knot) {
+    if (i == k) lo = knot;
+    if (i == k + 1) hi = knot;
+    return i <= k;
+  });
+}
+
+__device__ float knot_derivative(const float* ud, int bins, float edge, int i) {
+  return i == 0 || i == bins ? edge : add(static_cast<float>(kMinDerivative), softplus(ud[i - 1]));
+}
+
+// ---------------------------------------------------------------- dual numbers
+constexpr int kLocals = 7;
+enum Local { kX, kCumWidth, kWidth, kCumHeight, kHeight, kDeriv0, kDeriv1 };
+
+struct Dual {
+  float v;
+  float d[kLocals];
+};
+
+__device__ __forceinline__ Dual constant(float value) {
+  Dual r;
+  r.v = value;
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = 0.f;
+  return r;
+}
+__device__ __forceinline__ Dual variable(float value, int index) {
+  Dual r = constant(value);
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = i == index ? 1.f : 0.f;
+  return r;
+}
+__device__ __forceinline__ Dual operator+(const Dual& a, const Dual& b) {
+  Dual r;
+  r.v = add(a.v, b.v);
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = add(a.d[i], b.d[i]);
+  return r;
+}
+__device__ __forceinline__ Dual operator-(const Dual& a, const Dual& b) {
+  Dual r;
+  r.v = sub(a.v, b.v);
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = sub(a.d[i], b.d[i]);
+  return r;
+}
+__device__ __forceinline__ Dual operator-(const Dual& a) {
+  Dual r;
+  r.v = -a.v;
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = -a.d[i];
+  return r;
+}
+__device__ __forceinline__ Dual operator*(const Dual& a, const Dual& b) {
+  Dual r;
+  r.v = mul(a.v, b.v);
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = add(mul(a.d[i], b.v), mul(a.v, b.d[i]));
+  return r;
+}
+__device__ __forceinline__ Dual operator/(const Dual& a, const Dual& b) {
+  Dual r;
+  r.v = a.v / b.v;
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = sub(a.d[i], mul(r.v, b.d[i])) / b.v;
+  return r;
+}
+__device__ __forceinline__ Dual dual_sqrt(const Dual& a) {
+  Dual r;
+  r.v = sqrtf(a.v);
+  const float two_root = mul(2.f, r.v);
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = a.d[i] / two_root;
+  return r;
+}
+__device__ __forceinline__ Dual dual_log(const Dual& a) {
+  Dual r;
+  r.v = logf(a.v);
+#pragma unroll
+  for (int i = 0; i < kLocals; ++i) r.d[i] = a.d[i] / a.v;
+  return r;
+}
+
+// One bin of the spline as the CPU's evaluate_bin<float, Dual<float>>, operation for operation
+// (constants are duals with zero derivatives, as the CPU's S(C(2)) are).
+__device__ void evaluate_bin_dual(const Dual& x, const Dual& cumwidth, const Dual& width, const Dual& cumheight,
+                                  const Dual& height, const Dual& deriv0, const Dual& deriv1, bool reverse, Dual& y,
+                                  Dual& log_abs_det) {
+  const Dual one = constant(1.f), two = constant(2.f);
+  const Dual delta = height / width;
+  const Dual i1 = deriv0 + deriv1 - two * delta;
+  if (!reverse) {
+    const Dual theta = (x - cumwidth) / width;
+    const Dual tt = theta * (one - theta);
+    const Dual numerator = height * (delta * (theta * theta) + deriv0 * tt);
+    const Dual denominator = delta + i1 * tt;
+    y = cumheight + numerator / denominator;
+    const Dual one_minus = one - theta;
+    const Dual dnum = (delta * delta) * (deriv1 * (theta * theta) + two * delta * tt + deriv0 * (one_minus * one_minus));
+    log_abs_det = dual_log(dnum) - two * dual_log(denominator);
+    return;
+  }
+  const Dual i2 = x - cumheight;
+  const Dual i3 = i2 * i1;
+  const Dual a = height * (delta - deriv0) + i3;
+  const Dual b = height * deriv0 - i3;
+  const Dual c = -delta * i2;
+  const Dual disc = b * b - constant(4.f) * a * c;
+  // A negative discriminant is not checked here (the CPU backward does not either): NaNs propagate.
+  const Dual root = (two * c) / (-b - dual_sqrt(disc));
+  y = root * width + cumwidth;
+  const Dual tt = root * (one - root);
+  const Dual denominator = delta + i1 * tt;
+  const Dual one_minus = one - root;
+  const Dual dnum = (delta * delta) * (deriv1 * (root * root) + two * delta * tt + deriv0 * (one_minus * one_minus));
+  log_abs_det = -(dual_log(dnum) - two * dual_log(denominator));
+}
+
+// The CPU's Spline::knots_backward: accumulates into du [bins] the gradient with respect to one
+// side's unnormalised sizes u, given the gradients g0, g1 of knots `bin` and `bin + 1`.
+//   knot_i = 2B * cumsum_i - B for 0 < i < bins (knots 0 and bins pinned): g_cum(i)
+//   dL/dsize_j = sum_{i > j} g_cum(i) (suffix), g_soft_j = free_fraction * suffix_j,
+//   du_j += soft_j * (g_soft_j - sum_l g_soft_l soft_l).
+// The CPU forms the suffix as a running sum from j = bins - 1 down; only g_cum(bin) and
+// g_cum(bin + 1) can be non-zero, the others being zeros (span * 0 inside, 0 at the ends), so the
+// running sum takes four values: +0 above bin, s_bin = 0 + g_cum(bin + 1) at bin,
+// s_below = s_bin + g_cum(bin) just below, then s_below + (span * 0) further down (adding a zero
+// changes at most the sign of a zero, and only the first time). suffix_at reproduces them
+// exactly, so the ascending pass needs no array.
+__device__ void knots_backward(const float* u, int bins, float bound, SideConstants side, int bin, float g0, float g1,
+                               float* du) {
+  const float span = bound + bound;
+  auto g_cum = [&](int i) -> float {
+    if (i <= 0 || i >= bins) return 0.f;
+    return mul(span, i == bin ? g0 : i == bin + 1 ? g1 : 0.f);
+  };
+  const float s_bin = add(0.f, g_cum(bin + 1));
+  const float s_below = add(s_bin, g_cum(bin));
+  const float s_rest = add(s_below, mul(span, 0.f));
+  auto suffix_at = [&](int j) -> float { return j > bin ? 0.f : j == bin ? s_bin : j == bin - 1 ? s_below : s_rest; };
+
+  float m, inv;
+  softmax_stats(u, bins, m, inv);
+  const float scale = side.free_fraction;
+  float dot = 0.f;
+  for (int j = bins - 1; j >= 0; --j) dot = add(dot, mul(mul(scale, suffix_at(j)), mul(expf(u[j] - m), inv)));
+  for (int j = 0; j < bins; ++j) {
+    const float soft = mul(expf(u[j] - m), inv);
+    du[j] = add(du[j], mul(soft, sub(mul(scale, suffix_at(j)), dot)));
+  }
+}
+
+__global__ void rational_quadratic_spline_backward_kernel(const float* inputs, const float* uw, const float* uh,
+                                                          const float* ud, const float* dy, const float* dlad,
+                                                          float* dx, float* duw, float* duh, float* dud, int64_t n,
+                                                          SplineParams p, bool reverse) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const float x = inputs[e];
+    const float gy = dy ? dy[e] : 0.f, gl = dlad ? dlad[e] : 0.f;
+    const double xd = x;
+    if (!(xd >= -p.tail_bound && xd <= p.tail_bound)) {  // tails (and NaN): identity, log|det| 0
+      if (dx) dx[e] = add(dx[e], gy);
+      continue;
+    }
+    const float* w = uw + e * p.bins;
+    const float* h = uh + e * p.bins;
+    const float* d = ud + e * (p.bins - 1);
+
+    // The forward's bin: torch.searchsorted with the last knot nudged up by 1e-6.
+    int count = 0;
+    walk_knots(reverse ? h : w, p.bins, p.bound, reverse ? p.heights : p.widths, [&](int i, float knot) {
+      const float l = i == p.bins ? knot + 1e-6f : knot;
+      if (x >= l) ++count;
+      return true;
+    });
+    const int k = min(max(count - 1, 0), p.bins - 1);
+
+    float cumw0, cumw1, cumh0, cumh1;
+    knot_pair(w, p.bins, p.bound, p.widths, k, cumw0, cumw1);
+    knot_pair(h, p.bins, p.bound, p.heights, k, cumh0, cumh1);
+    Dual y, lad;
+    evaluate_bin_dual(variable(x, kX), variable(cumw0, kCumWidth), variable(cumw1 - cumw0, kWidth),
+                      variable(cumh0, kCumHeight), variable(cumh1 - cumh0, kHeight),
+                      variable(knot_derivative(d, p.bins, p.edge_derivative, k), kDeriv0),
+                      variable(knot_derivative(d, p.bins, p.edge_derivative, k + 1), kDeriv1), reverse, y, lad);
+    float g[kLocals];
+#pragma unroll
+    for (int i = 0; i < kLocals; ++i) g[i] = add(mul(gy, y.d[i]), mul(gl, lad.d[i]));
+
+    if (dx) dx[e] = add(dx[e], g[kX]);
+    // width_k = knot_{k+1} - knot_k, cumwidth_k = knot_k (heights alike).
+    if (duw)
+      knots_backward(w, p.bins, p.bound, p.widths, k, sub(g[kCumWidth], g[kWidth]), g[kWidth], duw + e * p.bins);
+    if (duh)
+      knots_backward(h, p.bins, p.bound, p.heights, k, sub(g[kCumHeight], g[kHeight]), g[kHeight], duh + e * p.bins);
+    // Knot derivatives 1 .. bins-1 come from the inputs; 0 and bins are constants.
+    if (dud) {
+      float* dd = dud + e * (p.bins - 1);
+      if (k >= 1) dd[k - 1] = add(dd[k - 1], mul(g[kDeriv0], softplus_grad(d[k - 1])));
+      if (k + 1 <= p.bins - 1) dd[k] = add(dd[k], mul(g[kDeriv1], softplus_grad(d[k])));
+    }
+  }
+}
+
+}  // namespace
+
+void rational_quadratic_spline_backward_cuda(const float* inputs, const float* widths, const float* heights,
+                                             const float* derivatives, const float* d_outputs,
+                                             const float* d_log_abs_det, float* d_inputs, float* d_widths,
+                                             float* d_heights, float* d_derivatives, int64_t n, int bins, bool reverse,
+                                             double tail_bound) {
+  VC_CHECK(bins >= 1, "rational_quadratic_spline backward: need at least one bin, got " << bins);
+  if (n <= 0 || !(d_inputs || d_widths || d_heights || d_derivatives)) return;
+
+  SplineParams p{};
+  p.bins = bins;
+  p.bound = static_cast<float>(tail_bound);
+  p.tail_bound = tail_bound;
+  p.widths = {static_cast<float>(kMinBinWidth), static_cast<float>(1.0 - kMinBinWidth * bins)};
+  p.heights = {static_cast<float>(kMinBinHeight), static_cast<float>(1.0 - kMinBinHeight * bins)};
+  // The host's libm, as the CPU kernel computes it (float softplus of the float edge value).
+  const float edge = static_cast<float>(std::log(std::exp(1.0 - kMinDerivative) - 1.0));
+  p.edge_derivative = static_cast<float>(kMinDerivative) + (edge > 20.f ? edge : std::log1p(std::exp(edge)));
+
+  VC_LAUNCH(rational_quadratic_spline_backward_kernel, cuda::blocks_for(n, 256), 256, 0)
+  (inputs, widths, heights, derivatives, d_outputs, d_log_abs_det, d_inputs, d_widths, d_heights, d_derivatives, n, p,
+   reverse);
+  VC_CHECK_LAUNCH("rational_quadratic_spline_backward_kernel");
+}
+
+}  // namespace vitscuda::kernels
