@@ -254,14 +254,14 @@ Tensor MelSpectrogram::log_mel(const Tensor& wave) const {
   return out;
 }
 
-Tensor MelSpectrogram::log_mel_of(const std::vector<float>& wave) const {
+Tensor MelSpectrogram::log_mel_of(const std::vector<float>& wave, Device device) const {
   const int64_t hop = impl_->config.hop;
   const int64_t whole = static_cast<int64_t>(wave.size()) / hop;
   VC_CHECK(whole >= 1, "log_mel_of: a waveform of " << wave.size() << " samples is shorter than one hop (" << hop
                                                     << " samples)");
   std::vector<float> trimmed(wave.begin(), wave.begin() + whole * hop);
   const int64_t S = static_cast<int64_t>(trimmed.size());
-  Tensor batch = Tensor::from_vector(trimmed, {1, S});
+  Tensor batch = Tensor::from_vector(trimmed, {1, S}).to(device);
   Tensor out;
   {
     autograd::NoGradScope no_grad;

@@ -48,7 +48,8 @@ class MelSpectrogram {
 
   // The training target's log-mel of one waveform, f32 [n_mels, S / hop], no gradient: the waveform is
   // first trimmed to (S / hop) * hop samples (one mel frame per hop, as the decoder produces).
-  Tensor log_mel_of(const std::vector<float>& wave) const;
+  // Computed on `device` (the GPU's STFT when training there) and returned there.
+  Tensor log_mel_of(const std::vector<float>& wave, Device device = Device::CPU) const;
 
   struct Impl;  // plans and filterbanks (the CPU's, and the device's once a CUDA waveform arrives)
 

@@ -106,7 +106,7 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
   // 7. Whole utterance or a window of K frames per item.
   Tensor target = Tensor::zeros({B, mel.n_mels(), max_frames});
   for (int64_t b = 0; b < B; ++b) {
-    const Tensor t = (batch[b].target_logmel.defined() ? batch[b].target_logmel : mel.log_mel_of(batch[b].wave))
+    const Tensor t = (batch[b].target_logmel.defined() ? batch[b].target_logmel : mel.log_mel_of(batch[b].wave, dev))
                          .to(Device::CPU);
     VC_CHECK(t.dim(0) == mel.n_mels() && t.dim(1) == r.frames[b],
              "target log-mel of item " << b << " is " << t.describe() << ", expected [" << mel.n_mels() << ", "

@@ -6,6 +6,7 @@
 
 #include "engine/autograd.h"
 #include "engine/device_allocator.h"
+#include "kernels/device.h"
 #include "engine/ops.h"
 #include "kernels/error.h"
 
@@ -80,6 +81,8 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
     const double clip = options_.grad_clip > 0 ? clip_coefficient(stats.grad_norm, options_.grad_clip) : 1.0;
     optimizer_.step(store.flat(), store.grads(), stats.learning_rate, 1.0, clip);
   }
+  // The update is queued on the device: wait for it, so the step's time includes it.
+  if (on_device) kernels::device_synchronize();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   stats.peak_bytes = on_device ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
   return stats;
