@@ -456,10 +456,13 @@ DatasetItem DatasetReader::item(size_t i) const {
   item.speaker = get<int32_t>(p, 4);
   item.id.assign(reinterpret_cast<const char*>(p + kItemHeaderSize), id_len);
   const unsigned char* ids = p + kItemHeaderSize + round_up(id_len, 4);
+  // memcpy out of the byte buffer (it holds no int32 or float objects to point at); an empty
+  // vector's data() may be null, which memcpy must not be given even for 0 bytes.
   item.ids.resize(e.num_ids);
-  std::memcpy(item.ids.data(), ids, 4 * static_cast<size_t>(e.num_ids));
+  if (e.num_ids) std::memcpy(item.ids.data(), ids, 4 * static_cast<size_t>(e.num_ids));
   item.samples.resize(e.num_samples);
-  std::memcpy(item.samples.data(), ids + 4 * static_cast<size_t>(e.num_ids), 4 * static_cast<size_t>(e.num_samples));
+  if (e.num_samples)
+    std::memcpy(item.samples.data(), ids + 4 * static_cast<size_t>(e.num_ids), 4 * static_cast<size_t>(e.num_samples));
   return item;
 }
 
