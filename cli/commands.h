@@ -10,6 +10,7 @@ void register_prepare(CLI::App& app);
 void register_selftest(CLI::App& app);
 void register_train(CLI::App& app);
 void register_feedback(CLI::App& app);
+void register_verify(CLI::App& app);
 // Exit status of a `train` / `feedback` run (0 when none ran).
 int train_exit_code();
 int feedback_exit_code();

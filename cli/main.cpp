@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   vitscuda::cli::register_selftest(app);
   vitscuda::cli::register_train(app);
   vitscuda::cli::register_feedback(app);
+  vitscuda::cli::register_verify(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

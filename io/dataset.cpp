@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -267,13 +268,16 @@ DatasetReader::DatasetReader(DatasetReader&& o) noexcept { *this = std::move(o);
 DatasetReader& DatasetReader::operator=(DatasetReader&& o) noexcept {
   if (this != &o) {
     if (data_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
+    if (fd_ >= 0) ::close(fd_);
     path_ = std::move(o.path_);
+    fd_ = o.fd_;
     data_ = o.data_;
     file_size_ = o.file_size_;
     sample_rate_ = o.sample_rate_;
     tokenizer_hash_ = o.tokenizer_hash_;
     verify_ = o.verify_;
     index_ = std::move(o.index_);
+    o.fd_ = -1;
     o.data_ = nullptr;
     o.file_size_ = 0;
   }
@@ -282,30 +286,23 @@ DatasetReader& DatasetReader::operator=(DatasetReader&& o) noexcept {
 
 DatasetReader::~DatasetReader() {
   if (data_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 DatasetReader DatasetReader::open(const std::string& path, DatasetVerify verify) {
   DatasetReader r;
   r.path_ = path;
   r.verify_ = verify;
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  VC_CHECK(fd >= 0, "cannot open dataset cache " << path << ": " << std::strerror(errno));
+  // r owns the descriptor from here on: every error below closes it with r.
+  r.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  VC_CHECK(r.fd_ >= 0, "cannot open dataset cache " << path << ": " << std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    VC_FAIL("cannot stat dataset cache " << path << ": " << std::strerror(err));
-  }
+  VC_CHECK(::fstat(r.fd_, &st) == 0, "cannot stat dataset cache " << path << ": " << std::strerror(errno));
   const size_t size = static_cast<size_t>(st.st_size);
-  if (size < kHeaderSize) {
-    ::close(fd);
-    VC_FAIL("dataset cache " << path << " is truncated: " << size << " bytes, less than the " << kHeaderSize
-                             << "-byte header");
-  }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);
-  VC_CHECK(map != MAP_FAILED, "cannot map dataset cache " << path << ": " << std::strerror(map_err));
+  VC_CHECK(size >= kHeaderSize, "dataset cache " << path << " is truncated: " << size << " bytes, less than the "
+                                                 << kHeaderSize << "-byte header");
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, r.fd_, 0);
+  VC_CHECK(map != MAP_FAILED, "cannot map dataset cache " << path << ": " << std::strerror(errno));
   r.data_ = static_cast<const unsigned char*>(map);
   r.file_size_ = size;
 
@@ -427,12 +424,45 @@ DatasetItemView DatasetReader::view(size_t i) const {
 }
 
 DatasetItem DatasetReader::item(size_t i) const {
-  const DatasetItemView v = view(i);
+  VC_CHECK(i < index_.size(),
+           "dataset cache " << path_ << ": item " << i << " out of range (" << index_.size() << " items)");
+  const IndexEntry& e = index_[i];
+  // Through pread rather than the mapping: reading a mapped page past the end of a file that was
+  // cut short after open raises SIGBUS, a short read is an error that names the item.
+  std::vector<unsigned char> payload(e.payload_size);
+  size_t got = 0;
+  while (got < payload.size()) {
+    const ssize_t n = ::pread(fd_, payload.data() + got, payload.size() - got, static_cast<off_t>(e.offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    VC_CHECK(n >= 0, "dataset cache " << path_ << ": item " << i << ": reading " << payload.size()
+                                      << " bytes at offset " << e.offset << " failed: " << std::strerror(errno));
+    VC_CHECK(n > 0, "dataset cache " << path_ << ": item " << i << ": only " << got << " of " << payload.size()
+                                     << " bytes at offset " << e.offset
+                                     << " could be read: the file is shorter than when it was opened (truncated or "
+                                        "rewritten in place while in use)");
+    got += static_cast<size_t>(n);
+  }
+  const unsigned char* p = payload.data();
+  const uint32_t id_len = get<uint32_t>(p, 0);
+  const uint32_t crc = crc32(p, payload.size());
+  if (crc != e.crc) {
+    const std::string_view id(reinterpret_cast<const char*>(p + kItemHeaderSize),
+                              std::min<size_t>(id_len, payload.size() - kItemHeaderSize));
+    VC_FAIL("dataset cache " << path_ << ": item " << i << " (id \"" << printable(id) << "\") is corrupt: CRC32 "
+                             << hex32(crc) << ", stored " << hex32(e.crc));
+  }
+  // The bytes are the ones whose lengths open() checked against the index (same CRC).
   DatasetItem item;
-  item.id = std::string(v.id);
-  item.speaker = v.speaker;
-  item.ids.assign(v.ids, v.ids + v.num_ids);
-  item.samples.assign(v.samples, v.samples + v.num_samples);
+  item.speaker = get<int32_t>(p, 4);
+  item.id.assign(reinterpret_cast<const char*>(p + kItemHeaderSize), id_len);
+  const unsigned char* ids = p + kItemHeaderSize + round_up(id_len, 4);
+  // memcpy out of the byte buffer (it holds no int32 or float objects to point at); an empty
+  // vector's data() may be null, which memcpy must not be given even for 0 bytes.
+  item.ids.resize(e.num_ids);
+  if (e.num_ids) std::memcpy(item.ids.data(), ids, 4 * static_cast<size_t>(e.num_ids));
+  item.samples.resize(e.num_samples);
+  if (e.num_samples)
+    std::memcpy(item.samples.data(), ids + 4 * static_cast<size_t>(e.num_ids), 4 * static_cast<size_t>(e.num_samples));
   return item;
 }
 

@@ -100,7 +100,12 @@ class DatasetReader {
   size_t num_samples(size_t i) const;
   size_t num_ids(size_t i) const;
 
+  // Item i, read from the file with pread(2) and CRC-checked on exactly the bytes returned, whatever
+  // the verify mode. A cache damaged or cut short after open (rewritten in place under a running
+  // job) gives an error naming the file and the item, never a crash.
   DatasetItem item(size_t i) const;
+  // Item i in place in the read-only mapping, without copying. Only for a file nothing else writes
+  // while the view is used: if the file is truncated underneath, reading the view raises SIGBUS.
   DatasetItemView view(size_t i) const;
 
  private:
@@ -113,6 +118,7 @@ class DatasetReader {
   void verify_item_crc(size_t i) const;
 
   std::string path_;
+  int fd_ = -1;  // kept open for item()
   const unsigned char* data_ = nullptr;
   size_t file_size_ = 0;
   int sample_rate_ = 0;

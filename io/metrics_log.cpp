@@ -99,6 +99,44 @@ void MetricsLog::append(const nlohmann::json& record) {
   size_ += line.size();
 }
 
+int64_t MetricsLog::truncate_after_step(int64_t step, std::ostream* report) {
+  std::string text(size_, '\0');
+  size_t got = 0;
+  while (got < text.size()) {
+    const ssize_t n = ::pread(fd_, text.data() + got, text.size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    VC_CHECK(n > 0, "cannot read metrics log '" << path_ << "': "
+                                                << (n == 0 ? std::string("it is shorter than written") : errno_text(errno)));
+    got += static_cast<size_t>(n);
+  }
+  // Every line is a complete JSON object here: the constructor cut off a torn tail, and append()
+  // writes whole lines.
+  size_t cut = text.size();
+  int64_t removed = 0;
+  for (size_t begin = 0; begin < text.size();) {
+    const size_t end = text.find('\n', begin);
+    const size_t line_end = end == std::string::npos ? text.size() : end;
+    if (cut == text.size()) {
+      const nlohmann::json record = nlohmann::json::parse(text.begin() + static_cast<std::ptrdiff_t>(begin),
+                                                          text.begin() + static_cast<std::ptrdiff_t>(line_end), nullptr,
+                                                          /*allow_exceptions=*/false);
+      if (record.is_object() && record.contains("step") && record["step"].is_number_integer() &&
+          record["step"].get<int64_t>() > step)
+        cut = begin;
+    }
+    if (cut != text.size()) ++removed;
+    begin = line_end + 1;
+  }
+  if (removed == 0) return 0;
+  VC_CHECK(::ftruncate(fd_, static_cast<off_t>(cut)) == 0,
+           "cannot truncate metrics log '" << path_ << "': " << errno_text(errno));
+  size_ = cut;
+  if (report)
+    *report << "metrics log '" << path_ << "': removed " << removed << " records after step " << step
+            << " (written after that checkpoint by a run that did not save a later one)\n";
+  return removed;
+}
+
 void MetricsLog::sync() {
   VC_CHECK(::fsync(fd_) == 0, "cannot fsync metrics log '" << path_ << "': " << errno_text(errno));
 }

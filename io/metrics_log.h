@@ -29,6 +29,11 @@ class MetricsLog {
   void append(const nlohmann::json& record);
   // fsync: makes the records written so far survive a power loss.
   void sync();
+  // Cuts the log back to just before the first record whose integer "step" is greater than `step`.
+  // A run resumed from the checkpoint of step N calls it with N: records of updates that a killed
+  // run made after that checkpoint are about to be made again, and must not appear twice. Returns
+  // the number of records removed and, when there are any, writes one line about it to `report`.
+  int64_t truncate_after_step(int64_t step, std::ostream* report);
 
   const std::string& path() const { return path_; }
   uint64_t truncated_bytes() const { return truncated_bytes_; }  // removed by the repair at open

@@ -167,6 +167,7 @@ int run_training(const TrainRunOptions& o) {
     std::printf("resumed from %s: step %lld, epoch %lld, %lld samples into the epoch\n", ck.path.c_str(),
                 static_cast<long long>(state.step), static_cast<long long>(state.epoch),
                 static_cast<long long>(state.position_in_epoch));
+    std::fflush(stdout);  // in the log at once: which checkpoint a run continues from
   } else {
     io::CheckpointScan scan = io::latest_valid_checkpoint(checkpoints, nullptr);
     VC_CHECK(!scan.latest, checkpoints << " already holds checkpoints (newest " << scan.latest->path
@@ -175,6 +176,9 @@ int run_training(const TrainRunOptions& o) {
   state.config = run_config;
 
   io::MetricsLog metrics((fs::path(o.out_dir) / "metrics.jsonl").string());
+  // The log continues from the step the run starts at (0 for a fresh start): records a killed run
+  // made after its last checkpoint are made again below.
+  metrics.truncate_after_step(state.step, &std::cerr);
   io::EventWriter events((fs::path(o.out_dir) / "tensorboard").string());
   std::set<int64_t> poisoned;
   {
@@ -184,7 +188,7 @@ int run_training(const TrainRunOptions& o) {
       if (!tok.empty()) poisoned.insert(std::stoll(tok));
   }
 
-  auto save_checkpoint = [&](const char* why) {
+  auto save_checkpoint_files = [&](const char* why) {
     io::CheckpointWriter w(checkpoints, state.step);
     save_parameters(w.path_for(io::kModelFileName), vits.params(), WeightNormLayout::Legacy, {}, {{"format", "pt"}});
     w.add_file(io::kModelFileName);
@@ -202,6 +206,21 @@ int run_training(const TrainRunOptions& o) {
     io::prune_checkpoints(checkpoints, o.keep_checkpoints, nullptr);
     std::printf("\ncheckpoint (%s): %s\n", why, info.path.c_str());
     std::fflush(stdout);
+  };
+  auto save_checkpoint = [&](const char* why) {
+    try {
+      save_checkpoint_files(why);
+    } catch (const std::exception& e) {
+      // Say what is on disk now, as a resume would find it.
+      std::string newest = "none";
+      try {
+        if (const auto scan = io::latest_valid_checkpoint(checkpoints, nullptr); scan.latest) newest = scan.latest->path;
+      } catch (const std::exception& scan_error) {
+        newest = std::string("unknown (") + scan_error.what() + ")";
+      }
+      VC_FAIL("cannot save the checkpoint of step " << state.step << " in " << checkpoints << ": " << e.what()
+                                                    << "; the newest valid checkpoint is " << newest);
+    }
   };
 
   // Validation a sample must pass before it joins a batch.
@@ -242,6 +261,7 @@ int run_training(const TrainRunOptions& o) {
               "%lld updates per epoch, %s\n",
               static_cast<long long>(count), train.total_seconds() / 60.0, o.epochs, o.batch_size, o.grad_accum,
               static_cast<long long>(updates_per_epoch), trainer.schedule().describe().c_str());
+  std::fflush(stdout);
   double loss_sum = 0;
   int64_t loss_n = 0;
   int exit_code = 0;

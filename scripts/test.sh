@@ -1,9 +1,77 @@
 #!/usr/bin/env bash
-# Set-up, build and the whole test suite (CPU; GPU tests skip themselves without a device).
-# Usage: scripts/test.sh [BUILD_DIR]
+# Set-up, build and the whole test suite (CPU; GPU tests skip themselves without a device), then
+# the CPU code built a second time with AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer
+# on) and the test suite again under it. Any sanitizer report fails the run, including one from a
+# vitscuda process that a test expected to fail anyway.
+# Usage: scripts/test.sh [--no-sanitizers | --only-sanitizers] [BUILD_DIR]
+#   BUILD_DIR          the normal (Release) build, default build; the sanitizer build is BUILD_DIR-asan
+#   --no-sanitizers    only the normal build and its tests (a quick local run)
+#   --only-sanitizers  only the sanitizer build and its tests (dependencies must be installed)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${1:-$root/build}"
-"$root/scripts/setup.sh" "$build"
-cd "$build"
-ctest --output-on-failure -j "$(nproc)" --timeout 900
+sanitizers=1 normal=1 build=""
+while (($#)); do
+  case "$1" in
+    --no-sanitizers) sanitizers=0; shift ;;
+    --only-sanitizers) normal=0; shift ;;
+    -*) echo "test.sh: unknown option $1" >&2; exit 2 ;;
+    *) build="$1"; shift ;;
+  esac
+done
+build="${build:-$root/build}"
+[[ "$build" = /* ]] || build="$PWD/$build"
+jobs="$(nproc)"
+
+phase_start=$(date +%s)
+phase() { # prints how long the previous phase took
+  local now
+  now=$(date +%s)
+  echo "test.sh: $1 took $((now - phase_start)) s"
+  phase_start=$now
+}
+
+if ((normal)); then
+  "$root/scripts/setup.sh" "$build"
+  phase "build ($build)"
+  (cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 900)
+  phase "tests ($build)"
+fi
+((sanitizers)) || exit 0
+
+# ------------------------------------------------------------------ ASan + UBSan
+# -O1 with debug info: a sanitized -O0 build runs the numeric tests several times slower, and -O1
+# keeps every report's stack accurate enough (frame pointers are kept, see CMakeLists.txt).
+asan="$build-asan"
+cmake -S "$root" -B "$asan" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
+  -DVITSCUDA_ENABLE_CUDA=OFF -DVITSCUDA_SANITIZE=address,undefined
+cmake --build "$asan" -j "$jobs"
+phase "sanitizer build ($asan)"
+
+# Reports go to files, one per process, so that a report from a vitscuda run that a test expects to
+# fail (and whose exit status it therefore accepts) is still seen. UBSan (a runtime of its own with
+# GCC) prints to stderr whatever its log_path; aborting after the report lets ASan's handler write
+# a report with the stack of the undefined behaviour into the files too.
+reports="$asan/sanitizer-reports"
+rm -rf "$reports"
+mkdir -p "$reports"
+common="log_path=$reports/report"
+export ASAN_OPTIONS="$common:handle_abort=1:detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_init_order=1:strict_string_checks=1"
+export UBSAN_OPTIONS="$common:print_stacktrace=1:halt_on_error=1:abort_on_error=1"
+export LSAN_OPTIONS="$common"
+status=0
+(cd "$asan" && ctest --output-on-failure -j "$jobs" --timeout 1800) ||
+  status=$?
+phase "tests under ASan + UBSan"
+if compgen -G "$reports/report*" >/dev/null; then
+  echo "test.sh: sanitizer reports:" >&2
+  for f in "$reports"/report*; do
+    echo "---- $f" >&2
+    cat "$f" >&2
+  done
+  status=1
+fi
+if ((status)); then
+  echo "test.sh: FAILED under the sanitizers" >&2
+  exit "$status"
+fi
+echo "test.sh: all tests passed, and under ASan + UBSan with no report"

@@ -10,61 +10,17 @@
 #include <nlohmann/json.hpp>
 
 #include "io/audio.h"
+#include "io/checkpoint.h"
 #include "io/dataset.h"
-#include "support/test_support.h"
+#include "train_corpus.h"
 
 using namespace vitscuda;
+using namespace vitscuda::testing;
 namespace fs = std::filesystem;
-using vitscuda::testing::binary_path;
-using vitscuda::testing::run_command;
 
 namespace {
 
-const std::string kModel = vitscuda::testing::data_path("golden/tiny_sdp");
-
-// A voiced signal whose pitch and loudness follow the text, so the loss has something to learn.
-std::vector<float> voiced(double seconds, double f0, int rate) {
-  std::vector<float> x(static_cast<size_t>(seconds * rate));
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double t = static_cast<double>(i) / rate;
-    double v = 0;
-    for (int h = 1; h <= 5; ++h) v += std::sin(2 * M_PI * f0 * h * t) / h;
-    x[i] = static_cast<float>(0.25 * (0.6 + 0.4 * std::sin(2 * M_PI * 3 * t)) * v);
-  }
-  return x;
-}
-
-// Writes a 12-utterance LJSpeech corpus and prepares it with the tiny model.
-std::string prepared_corpus(const std::string& dir) {
-  fs::create_directories(dir + "/corpus/wavs");
-  std::ofstream meta(dir + "/corpus/metadata.csv");
-  const char* texts[] = {"a dog runs", "the cat sat", "hello world", "blue sky", "green hills", "we go home",
-                         "red apple",  "fast cars",   "one two",     "big tree", "cold water",  "hot sun"};
-  for (int i = 0; i < 12; ++i) {
-    const std::string id = "utt" + std::to_string(i);
-    io::write_wav(dir + "/corpus/wavs/" + id + ".wav", voiced(0.6 + 0.05 * i, 110 + 10 * i, 16000), 16000);
-    meta << id << "|" << texts[i] << "|" << texts[i] << "\n";
-  }
-  meta.close();
-  auto r = run_command(binary_path("vitscuda") + " prepare --manifest " + dir + "/corpus/metadata.csv --audio-dir " +
-                       dir + "/corpus --model " + kModel + " --out " + dir + "/data --eval-fraction 0.1");
-  EXPECT_EQ(r.status, 0) << r.output;
-  return dir + "/data";
-}
-
-std::vector<nlohmann::json> read_metrics(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), {});
-}
+const std::string kModel = tiny_model();
 
 }  // namespace
 
@@ -159,21 +115,43 @@ TEST(Train, NonFiniteLossesStopAfterTheLimit) {
   EXPECT_NE(once.output.find("not finite; the update was skipped"), std::string::npos) << once.output;
 }
 
-TEST(Train, SigtermSavesACheckpointAndResumeContinues) {
+TEST(Train, SigtermSavesALoadableCheckpointAndTheResumedRunIsBitExact) {
   const std::string tmp = vitscuda::testing::temp_dir("train_sigterm");
   const std::string data = prepared_corpus(tmp);
-  const std::string train = binary_path("vitscuda") + " train --data " + data + " --model " + kModel + " --out " + tmp +
-                            "/run --batch-size 2 --epochs 1000 --segment-frames 0 --checkpoint-every 0 --log-every 1000";
+  const std::string common = " train --data " + data + " --model " + kModel +
+                             " --batch-size 2 --epochs 1000 --segment-frames 8 --checkpoint-every 0 --log-every 1000";
+  const std::string train = binary_path("vitscuda") + common + " --out " + tmp + "/run";
   // Start a long run, wait until it has made progress, then ask it to stop.
-  const std::string script = "(" + train + " > " + tmp + "/log.txt 2>&1 & pid=$!; " + "for i in $(seq 100); do [ -s " +
+  const std::string script = "(" + train + " > " + tmp + "/log.txt 2>&1 & pid=$!; " + "for i in $(seq 600); do [ -s " +
                              tmp + "/run/metrics.jsonl ] && break; sleep 0.1; done; sleep 0.5; kill -TERM $pid; " +
                              "wait $pid; echo \"exit=$?\")";
   auto r = run_command("bash -c '" + script + "'");
   EXPECT_NE(r.output.find("exit=130"), std::string::npos) << r.output << slurp(tmp + "/log.txt");
   const std::string log = slurp(tmp + "/log.txt");
   EXPECT_NE(log.find("terminated (SIGTERM)"), std::string::npos) << log;
-  // The checkpoint it wrote is valid and the run resumes from it.
-  auto resumed = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + kModel + " --out " +
-                             tmp + "/run --batch-size 2 --epochs 1000 --segment-frames 0 --max-steps 1 --resume");
-  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  EXPECT_FALSE(fs::exists(tmp + "/run/final_model")) << "an interrupted run has no final model";
+
+  // The checkpoint it wrote verifies on its own, holds the state of the last update, and is the
+  // one --resume picks.
+  io::CheckpointScan scan = io::latest_valid_checkpoint(tmp + "/run/checkpoints", nullptr);
+  ASSERT_TRUE(scan.latest) << log;
+  EXPECT_TRUE(scan.skipped.empty()) << scan.skipped[0].path << ": " << scan.skipped[0].reason;
+  const io::CheckpointInfo ck = io::verify_checkpoint(scan.latest->path);
+  const int64_t stopped_at = ck.step;
+  ASSERT_GE(stopped_at, 1);
+  EXPECT_NE(log.find("checkpoint (terminated (SIGTERM)): " + ck.path), std::string::npos) << log;
+  EXPECT_EQ(io::read_trainer_state(ck.path_of(io::kTrainerStateFileName)).step, stopped_at);
+  EXPECT_EQ(step_losses(tmp + "/run/metrics.jsonl").back().first, stopped_at);
+
+  // Two more updates after resuming give exactly what an uninterrupted run of that length gives.
+  const std::string until = " --max-steps " + std::to_string(stopped_at + 2);
+  auto resumed = run_command(train + until + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from " + ck.path + ": step " + std::to_string(stopped_at)), std::string::npos)
+      << resumed.output;
+  auto straight = run_command(binary_path("vitscuda") + common + until + " --out " + tmp + "/straight");
+  ASSERT_EQ(straight.status, 0) << straight.output;
+  EXPECT_TRUE(slurp(tmp + "/run/final_model/model.safetensors") == slurp(tmp + "/straight/final_model/model.safetensors"))
+      << "the run resumed after SIGTERM must end with the parameters of an uninterrupted one";
+  EXPECT_EQ(step_losses(tmp + "/run/metrics.jsonl"), step_losses(tmp + "/straight/metrics.jsonl"));
 }

@@ -51,6 +51,34 @@ TEST(MetricsLog, AppendsAreVisibleImmediatelyAndReopeningAppends) {
   EXPECT_EQ(records[1]["tag"], "line\nbreak");  // escaped, still one line
 }
 
+TEST(MetricsLog, TruncateAfterStepDropsWhatAResumedRunRedoes) {
+  const std::string path = testing::temp_dir("metrics_truncate_after") + "/metrics.jsonl";
+  {
+    MetricsLog log(path, nullptr);
+    for (int step = 1; step <= 5; ++step) log.append({{"step", step}, {"loss", 1.0 / step}});
+    log.append({{"step", 4}, {"eval_loss", 0.5}});  // out of order: must go with the step-5 record before it
+  }
+  {
+    MetricsLog log(path, nullptr);
+    std::ostringstream report;
+    EXPECT_EQ(log.truncate_after_step(5, &report), 0);
+    EXPECT_TRUE(report.str().empty()) << report.str();
+    EXPECT_EQ(log.truncate_after_step(3, &report), 3);
+    EXPECT_NE(report.str().find("removed 3 records after step 3"), std::string::npos) << report.str();
+    // Appending continues right after the kept records.
+    log.append({{"step", 4}, {"loss", 9.0}});
+  }
+  const auto records = read_metrics_log(path);
+  ASSERT_EQ(records.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(records[i]["step"], i + 1);
+  EXPECT_EQ(records[3]["loss"], 9.0);
+  {
+    MetricsLog log(path, nullptr);
+    EXPECT_EQ(log.truncate_after_step(0, nullptr), 4) << "a fresh start keeps nothing of a run without checkpoints";
+  }
+  EXPECT_EQ(read_text(path), "");
+}
+
 TEST(MetricsLog, TornLastLineIsCutOffAndReported) {
   const std::string path = testing::temp_dir("metrics_torn") + "/metrics.jsonl";
   {
