@@ -266,23 +266,35 @@ DatasetReader::DatasetReader(DatasetReader&& o) noexcept { *this = std::move(o);
 
 DatasetReader& DatasetReader::operator=(DatasetReader&& o) noexcept {
   if (this != &o) {
-    if (data_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
+    if (mapped_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
     path_ = std::move(o.path_);
     data_ = o.data_;
     file_size_ = o.file_size_;
+    mapped_ = o.mapped_;
+    owned_ = std::move(o.owned_);  // moving a vector keeps its buffer, so data_ stays valid
     sample_rate_ = o.sample_rate_;
     tokenizer_hash_ = o.tokenizer_hash_;
     verify_ = o.verify_;
     index_ = std::move(o.index_);
     o.data_ = nullptr;
     o.file_size_ = 0;
+    o.mapped_ = false;
   }
   return *this;
 }
 
 DatasetReader::~DatasetReader() {
-  if (data_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
+  if (mapped_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
 }
+
+namespace {
+
+void check_not_truncated(const std::string& path, size_t size) {
+  VC_CHECK(size >= kHeaderSize, "dataset cache " << path << " is truncated: " << size << " bytes, less than the "
+                                                 << kHeaderSize << "-byte header");
+}
+
+}  // namespace
 
 DatasetReader DatasetReader::open(const std::string& path, DatasetVerify verify) {
   DatasetReader r;
@@ -297,19 +309,36 @@ DatasetReader DatasetReader::open(const std::string& path, DatasetVerify verify)
     VC_FAIL("cannot stat dataset cache " << path << ": " << std::strerror(err));
   }
   const size_t size = static_cast<size_t>(st.st_size);
-  if (size < kHeaderSize) {
-    ::close(fd);
-    VC_FAIL("dataset cache " << path << " is truncated: " << size << " bytes, less than the " << kHeaderSize
-                             << "-byte header");
-  }
+  if (size < kHeaderSize) ::close(fd);
+  check_not_truncated(path, size);  // before mmap, which refuses an empty file
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_err = errno;
   ::close(fd);
   VC_CHECK(map != MAP_FAILED, "cannot map dataset cache " << path << ": " << std::strerror(map_err));
   r.data_ = static_cast<const unsigned char*>(map);
   r.file_size_ = size;
+  r.mapped_ = true;
+  r.validate();
+  return r;
+}
 
-  const unsigned char* h = r.data_;
+DatasetReader DatasetReader::from_bytes(std::vector<unsigned char> bytes, const std::string& source,
+                                        DatasetVerify verify) {
+  check_not_truncated(source, bytes.size());
+  DatasetReader r;
+  r.path_ = source;
+  r.verify_ = verify;
+  r.owned_ = std::move(bytes);
+  r.data_ = r.owned_.data();
+  r.file_size_ = r.owned_.size();
+  r.validate();
+  return r;
+}
+
+void DatasetReader::validate() {
+  const std::string& path = path_;
+  const size_t size = file_size_;
+  const unsigned char* h = data_;
   VC_CHECK(std::memcmp(h, kMagic, 4) == 0, path << " is not a vitscuda dataset cache (no VCDS magic)");
   const uint32_t version = get<uint32_t>(h, 4);
   VC_CHECK(version == kVersion,
@@ -338,23 +367,22 @@ DatasetReader DatasetReader::open(const std::string& path, DatasetVerify verify)
   VC_CHECK(index_crc == get<uint32_t>(h, 48), "dataset cache " << path << ": index is corrupt (CRC32 "
                                                                << hex32(index_crc) << ", stored "
                                                                << hex32(get<uint32_t>(h, 48)) << ")");
-  r.sample_rate_ = static_cast<int>(sample_rate);
-  r.tokenizer_hash_ = get<uint64_t>(h, 40);
-  r.index_.resize(count);
+  sample_rate_ = static_cast<int>(sample_rate);
+  tokenizer_hash_ = get<uint64_t>(h, 40);
+  index_.resize(count);
   for (size_t i = 0; i < count; ++i) {
     const unsigned char* p = h + index_offset + i * kIndexEntrySize;
-    r.index_[i] = {get<uint64_t>(p, 0), get<uint64_t>(p, 8), get<uint64_t>(p, 16), get<uint32_t>(p, 24),
-                   get<uint32_t>(p, 28)};
+    index_[i] = {get<uint64_t>(p, 0), get<uint64_t>(p, 8), get<uint64_t>(p, 16), get<uint32_t>(p, 24),
+                 get<uint32_t>(p, 28)};
   }
   uint64_t previous_end = kHeaderSize;
   for (size_t i = 0; i < count; ++i) {
-    r.check_index(i);
-    VC_CHECK(r.index_[i].offset >= previous_end,
+    check_index(i);
+    VC_CHECK(index_[i].offset >= previous_end,
              "dataset cache " << path << ": item " << i << " overlaps the item before it");
-    previous_end = r.index_[i].offset + r.index_[i].payload_size;
-    if (verify == DatasetVerify::All) r.verify_item_crc(i);
+    previous_end = index_[i].offset + index_[i].payload_size;
+    if (verify_ == DatasetVerify::All) verify_item_crc(i);
   }
-  return r;
 }
 
 // Structure of item i: the index entry within the item region, the item's own header agreeing
