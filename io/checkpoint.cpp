@@ -521,7 +521,8 @@ std::vector<uint8_t> tensor_bytes(const Tensor& t, const std::string& what) {
   VC_CHECK(t.defined() && t.device() == Device::CPU, "optimizer state '" << what << "' must be a CPU tensor, got "
                                                                           << (t.defined() ? t.describe() : "undefined"));
   std::vector<uint8_t> bytes(t.nbytes());
-  std::memcpy(bytes.data(), t.raw(), bytes.size());
+  // An empty vector's data() may be null, and memcpy with a null pointer is undefined even for 0 bytes.
+  if (!bytes.empty()) std::memcpy(bytes.data(), t.raw(), bytes.size());
   return bytes;
 }
 
@@ -535,7 +536,7 @@ Tensor read_flat(const SafetensorsFile& file, const std::string& name, int64_t n
   if (entry->dtype == "F64") {
     Tensor t = Tensor::empty({numel}, DType::F64);
     const std::vector<uint8_t> raw = file.raw_bytes(name);
-    std::memcpy(t.raw(), raw.data(), raw.size());
+    if (!raw.empty()) std::memcpy(t.raw(), raw.data(), raw.size());  // data() of an empty vector may be null
     return t;
   }
   VC_CHECK(entry->dtype == "F32", "'" << file.path() << "': tensor '" << name << "' has dtype " << entry->dtype

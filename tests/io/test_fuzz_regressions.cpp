@@ -59,6 +59,25 @@ TEST(FuzzRegression, ResamplingToNoSampleIsEmptyNotACrash) {
   EXPECT_EQ(io::resample({0.5f, 0.5f}, 44100, 16000).size(), 1u);
 }
 
+// Found by the sanitizer build (make_corpus): the optimizer state of a model with no trainable
+// element passed data() of empty vectors, which may be null, to memcpy (undefined behaviour).
+TEST(FuzzRegression, EmptyOptimizerStateRoundTrips) {
+  const std::string dir = temp_dir("fuzz_empty_optimizer_state");
+  for (DType dtype : {DType::F32, DType::F64}) {
+    io::OptimizerState s;
+    s.exp_avg = Tensor::zeros({0}, dtype);
+    s.exp_avg_sq = Tensor::zeros({0}, dtype);
+    s.step = 3;
+    const std::string path = dir + "/optimizer.safetensors";
+    io::write_optimizer_state(path, s);
+    const io::OptimizerState back = io::read_optimizer_state(path);
+    EXPECT_EQ(back.exp_avg.numel(), 0);
+    EXPECT_EQ(back.exp_avg_sq.numel(), 0);
+    EXPECT_EQ(back.exp_avg.dtype(), dtype);
+    EXPECT_EQ(back.step, 3);
+  }
+}
+
 // A FLAC file whose STREAMINFO claims 2^36 - 1 samples (it holds 300): read_audio reserved
 // memory for the claim, 256 GB, and failed with std::bad_alloc.
 TEST(FuzzRegression, AudioHeaderClaimingHugeLengthReadsWhatIsThere) {
