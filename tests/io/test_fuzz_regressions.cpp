@@ -78,6 +78,26 @@ TEST(FuzzRegression, EmptyOptimizerStateRoundTrips) {
   }
 }
 
+// The input is a 300-character LJSpeech id: checking AUDIO/wavs/<id>.wav made std::filesystem
+// throw filesystem_error (File name too long) out of the parser, ending prepare over one row.
+TEST(FuzzRegression, LJSpeechIdLongerThanNameMaxIsARejectedRow) {
+  const std::string audio = temp_dir("fuzz_ljspeech_long_id");
+  std::filesystem::create_directories(audio + "/wavs");
+  write_text(audio + "/wavs/ok.wav", "RIFF");
+  const std::string bad = file_text(data_path("io/fuzz/ljspeech_id_longer_than_name_max.csv"));
+  const std::string message = error_of([&] { io::parse_manifest(bad, "metadata.csv", audio); });
+  EXPECT_NE(message.find("bad_path"), std::string::npos) << message;
+  EXPECT_NE(message.find("File name too long"), std::string::npos) << message;
+
+  const io::Manifest m = io::parse_manifest("ok|Fine.|Fine.\n" + bad, "metadata.csv", audio);
+  ASSERT_EQ(m.entries.size(), 1u);
+  EXPECT_EQ(m.entries[0].audio_path, audio + "/wavs/ok.wav");
+  ASSERT_EQ(m.rejected.size(), 1u);
+  EXPECT_EQ(m.rejected[0].line, 2);
+  EXPECT_EQ(m.rejected[0].reason, "bad_path");
+  EXPECT_EQ(m.rejected[0].id, std::string(300, 'a'));
+}
+
 // A FLAC file whose STREAMINFO claims 2^36 - 1 samples (it holds 300): read_audio reserved
 // memory for the claim, 256 GB, and failed with std::bad_alloc.
 TEST(FuzzRegression, AudioHeaderClaimingHugeLengthReadsWhatIsThere) {
