@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "io/crc32.h"
+#include "io/json_input.h"
 #include "io/safetensors.h"
 #include "kernels/error.h"
 
@@ -355,7 +356,7 @@ CheckpointInfo verify_checkpoint(const std::string& checkpoint_dir) {
     std::stringstream text;
     text << in.rdbuf();
     try {
-      manifest = nlohmann::json::parse(text.str());
+      manifest = parse_json_input<nlohmann::json>(manifest_path, text.str());
     } catch (const std::exception& e) {
       VC_FAIL("'" << manifest_path << "' is not valid JSON: " << e.what());
     }
@@ -697,7 +698,7 @@ TrainerState read_trainer_state(const std::string& path) {
   text << in.rdbuf();
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(text.str());
+    json = parse_json_input<nlohmann::json>(path, text.str());
   } catch (const std::exception& e) {
     VC_FAIL("trainer state '" << path << "' is not valid JSON: " << e.what());
   }

@@ -12,6 +12,7 @@
 #include <optional>
 #include <sstream>
 
+#include "io/json_input.h"
 #include "kernels/error.h"
 
 namespace fs = std::filesystem;
@@ -359,8 +360,11 @@ void parse_jsonl(const std::string& content, Builder& b, const std::string& sour
     if (is_blank(line.text)) continue;
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(line.text);
+      j = parse_json_input<nlohmann::json>(source + " line " + std::to_string(line.number), line.text);
     } catch (const nlohmann::json::exception& e) {
+      b.reject(line.number, "", "", "bad_json", e.what());
+      continue;
+    } catch (const Error& e) {  // nested too deep
       b.reject(line.number, "", "", "bad_json", e.what());
       continue;
     }

@@ -106,3 +106,56 @@ TEST(FuzzRegression, AudioHeaderClaimingHugeLengthReadsWhatIsThere) {
   EXPECT_EQ(audio.samples.size(), 300u);
 }
 
+// Deeply nested JSON: every reader parsed it (nlohmann's parser is iterative) and then
+// overflowed the stack copying it, dumping it into an error message or checksumming it.
+TEST(FuzzRegression, DeeplyNestedJsonIsAnErrorInEveryReader) {
+  const std::string dir = temp_dir("fuzz_deep_json");
+  const std::string deep = deep_array();
+  auto expect_depth_error = [](const std::string& message, const std::string& names) {
+    EXPECT_NE(message.find("deeper than 64 levels"), std::string::npos) << message;
+    EXPECT_NE(message.find(names), std::string::npos) << message;
+  };
+
+  write_text(dir + "/config.json", "{\"model_type\": " + deep + "}");
+  expect_depth_error(error_of([&] { io::VitsConfig::from_file(dir + "/config.json"); }), dir + "/config.json");
+
+  std::filesystem::create_directories(dir + "/model");
+  write_text(dir + "/model/vocab.json", "{\"a\": " + deep + "}");
+  expect_depth_error(error_of([&] { io::Tokenizer::from_dir(dir + "/model"); }), "vocab.json");
+  write_text(dir + "/model/vocab.json", "{\"a\": 0}");
+  write_text(dir + "/model/tokenizer_config.json", "{\"pad_token\": {\"content\": \"a\", \"x\": " + deep + "}}");
+  expect_depth_error(error_of([&] { io::Tokenizer::from_dir(dir + "/model"); }), "tokenizer_config.json");
+
+  const std::string header = "{\"t\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": " + deep + "}}";
+  std::vector<uint8_t> st(8 + header.size());
+  for (int i = 0; i < 8; ++i) st[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  std::copy(header.begin(), header.end(), st.begin() + 8);
+  expect_depth_error(error_of([&] { io::SafetensorsFile::from_bytes(st, "deep.safetensors"); }), "deep.safetensors");
+
+  // JSONL: the line is a rejected row, the manifest as a whole still parses.
+  const io::Manifest m = io::parse_manifest("{\"audio\": \"a.wav\", \"text\": \"x\"}\n"
+                                            "{\"audio\": \"b.wav\", \"text\": \"y\", \"speaker\": " + deep + "}\n",
+                                            "train.jsonl", dir);
+  ASSERT_EQ(m.entries.size(), 1u);
+  ASSERT_EQ(m.rejected.size(), 1u);
+  EXPECT_EQ(m.rejected[0].reason, "bad_json");
+  expect_depth_error(m.rejected[0].detail, "train.jsonl line 2");
+
+  write_text(dir + "/trainer_state.json", "{\"format\": \"vitscuda-trainer-state\", \"config\": " + deep + "}");
+  expect_depth_error(error_of([&] { io::read_trainer_state(dir + "/trainer_state.json"); }), "trainer_state.json");
+
+  const std::string checkpoint = dir + "/step-1";
+  std::filesystem::create_directories(checkpoint);
+  write_text(checkpoint + "/MANIFEST.json", "{\"format\": \"vitscuda-checkpoint\", \"version\": 2, "
+                                            "\"manifest_crc32\": \"00000000\", \"extra\": " + deep + "}");
+  expect_depth_error(error_of([&] { io::verify_checkpoint(checkpoint); }), "MANIFEST.json");
+}
+
+// The limit leaves room for every real file: 64 levels parse.
+TEST(FuzzRegression, JsonNestedSixtyFourLevelsStillParses) {
+  const std::string dir = temp_dir("fuzz_json_64_levels");
+  write_text(dir + "/config.json", "{\"model_type\": \"vits\", \"extra\": " + deep_array(63) + "}");
+  EXPECT_NO_THROW(io::VitsConfig::from_file(dir + "/config.json"));
+  write_text(dir + "/config.json", "{\"model_type\": \"vits\", \"extra\": " + deep_array(64) + "}");
+  EXPECT_THROW(io::VitsConfig::from_file(dir + "/config.json"), Error);
+}
