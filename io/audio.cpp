@@ -4,6 +4,7 @@
 #include <soxr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "kernels/error.h"
@@ -18,7 +19,10 @@ Audio read_audio(const std::string& path) {
   audio.sample_rate = info.samplerate;
   const int channels = info.channels;
   std::vector<float> frame_buffer(static_cast<size_t>(4096) * channels);
-  audio.samples.reserve(info.frames > 0 ? static_cast<size_t>(info.frames) : 0);
+  // info.frames comes from the file's header and is only a hint: a damaged FLAC STREAMINFO can
+  // claim 2^36 samples. Reserve at most about four minutes at 16 kHz; longer audio grows as read.
+  constexpr sf_count_t kMaxReservedFrames = sf_count_t(1) << 22;
+  audio.samples.reserve(static_cast<size_t>(std::clamp<sf_count_t>(info.frames, 0, kMaxReservedFrames)));
   for (;;) {
     sf_count_t n = sf_readf_float(f, frame_buffer.data(), 4096);
     if (n <= 0) break;
@@ -40,6 +44,9 @@ std::vector<float> resample(const std::vector<float>& samples, int from_rate, in
   VC_CHECK(from_rate > 0 && to_rate > 0, "resample: invalid rates " << from_rate << " -> " << to_rate);
   if (from_rate == to_rate || samples.empty()) return samples;
   const size_t out_len = static_cast<size_t>(static_cast<double>(samples.size()) * to_rate / from_rate + 0.5);
+  // Too few samples for one at the new rate (e.g. 1 sample at 44.1 kHz -> 16 kHz): nothing to
+  // resample, and soxr_oneshot dereferences the null buffer of an empty output.
+  if (out_len == 0) return {};
   std::vector<float> out(out_len);
   size_t done = 0;
   soxr_quality_spec_t q = soxr_quality_spec(SOXR_VHQ, 0);

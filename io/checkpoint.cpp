@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "io/crc32.h"
+#include "io/json_input.h"
 #include "io/safetensors.h"
 #include "kernels/error.h"
 
@@ -355,7 +356,7 @@ CheckpointInfo verify_checkpoint(const std::string& checkpoint_dir) {
     std::stringstream text;
     text << in.rdbuf();
     try {
-      manifest = nlohmann::json::parse(text.str());
+      manifest = parse_json_input<nlohmann::json>(manifest_path, text.str());
     } catch (const std::exception& e) {
       VC_FAIL("'" << manifest_path << "' is not valid JSON: " << e.what());
     }
@@ -521,7 +522,8 @@ std::vector<uint8_t> tensor_bytes(const Tensor& device_or_host, const std::strin
   VC_CHECK(device_or_host.defined(), "optimizer state '" << what << "' is undefined");
   const Tensor t = device_or_host.to(Device::CPU);
   std::vector<uint8_t> bytes(t.nbytes());
-  std::memcpy(bytes.data(), t.raw(), bytes.size());
+  // An empty vector's data() may be null, and memcpy with a null pointer is undefined even for 0 bytes.
+  if (!bytes.empty()) std::memcpy(bytes.data(), t.raw(), bytes.size());
   return bytes;
 }
 
@@ -535,7 +537,7 @@ Tensor read_flat(const SafetensorsFile& file, const std::string& name, int64_t n
   if (entry->dtype == "F64") {
     Tensor t = Tensor::empty({numel}, DType::F64);
     const std::vector<uint8_t> raw = file.raw_bytes(name);
-    std::memcpy(t.raw(), raw.data(), raw.size());
+    if (!raw.empty()) std::memcpy(t.raw(), raw.data(), raw.size());  // data() of an empty vector may be null
     return t;
   }
   VC_CHECK(entry->dtype == "F32", "'" << file.path() << "': tensor '" << name << "' has dtype " << entry->dtype
@@ -696,7 +698,7 @@ TrainerState read_trainer_state(const std::string& path) {
   text << in.rdbuf();
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(text.str());
+    json = parse_json_input<nlohmann::json>(path, text.str());
   } catch (const std::exception& e) {
     VC_FAIL("trainer state '" << path << "' is not valid JSON: " << e.what());
   }

@@ -267,12 +267,14 @@ DatasetReader::DatasetReader(DatasetReader&& o) noexcept { *this = std::move(o);
 
 DatasetReader& DatasetReader::operator=(DatasetReader&& o) noexcept {
   if (this != &o) {
-    if (data_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
+    if (mapped_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
     if (fd_ >= 0) ::close(fd_);
     path_ = std::move(o.path_);
     fd_ = o.fd_;
     data_ = o.data_;
     file_size_ = o.file_size_;
+    mapped_ = o.mapped_;
+    owned_ = std::move(o.owned_);  // moving a vector keeps its buffer, so data_ stays valid
     sample_rate_ = o.sample_rate_;
     tokenizer_hash_ = o.tokenizer_hash_;
     verify_ = o.verify_;
@@ -280,14 +282,24 @@ DatasetReader& DatasetReader::operator=(DatasetReader&& o) noexcept {
     o.fd_ = -1;
     o.data_ = nullptr;
     o.file_size_ = 0;
+    o.mapped_ = false;
   }
   return *this;
 }
 
 DatasetReader::~DatasetReader() {
-  if (data_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
+  if (mapped_) ::munmap(const_cast<unsigned char*>(data_), file_size_);
   if (fd_ >= 0) ::close(fd_);
 }
+
+namespace {
+
+void check_not_truncated(const std::string& path, size_t size) {
+  VC_CHECK(size >= kHeaderSize, "dataset cache " << path << " is truncated: " << size << " bytes, less than the "
+                                                 << kHeaderSize << "-byte header");
+}
+
+}  // namespace
 
 DatasetReader DatasetReader::open(const std::string& path, DatasetVerify verify) {
   DatasetReader r;
@@ -299,14 +311,33 @@ DatasetReader DatasetReader::open(const std::string& path, DatasetVerify verify)
   struct stat st {};
   VC_CHECK(::fstat(r.fd_, &st) == 0, "cannot stat dataset cache " << path << ": " << std::strerror(errno));
   const size_t size = static_cast<size_t>(st.st_size);
-  VC_CHECK(size >= kHeaderSize, "dataset cache " << path << " is truncated: " << size << " bytes, less than the "
-                                                 << kHeaderSize << "-byte header");
+  check_not_truncated(path, size);  // before mmap, which refuses an empty file
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, r.fd_, 0);
   VC_CHECK(map != MAP_FAILED, "cannot map dataset cache " << path << ": " << std::strerror(errno));
   r.data_ = static_cast<const unsigned char*>(map);
   r.file_size_ = size;
+  r.mapped_ = true;
+  r.validate();
+  return r;
+}
 
-  const unsigned char* h = r.data_;
+DatasetReader DatasetReader::from_bytes(std::vector<unsigned char> bytes, const std::string& source,
+                                        DatasetVerify verify) {
+  check_not_truncated(source, bytes.size());
+  DatasetReader r;
+  r.path_ = source;
+  r.verify_ = verify;
+  r.owned_ = std::move(bytes);
+  r.data_ = r.owned_.data();
+  r.file_size_ = r.owned_.size();
+  r.validate();
+  return r;
+}
+
+void DatasetReader::validate() {
+  const std::string& path = path_;
+  const size_t size = file_size_;
+  const unsigned char* h = data_;
   VC_CHECK(std::memcmp(h, kMagic, 4) == 0, path << " is not a vitscuda dataset cache (no VCDS magic)");
   const uint32_t version = get<uint32_t>(h, 4);
   VC_CHECK(version == kVersion,
@@ -335,23 +366,22 @@ DatasetReader DatasetReader::open(const std::string& path, DatasetVerify verify)
   VC_CHECK(index_crc == get<uint32_t>(h, 48), "dataset cache " << path << ": index is corrupt (CRC32 "
                                                                << hex32(index_crc) << ", stored "
                                                                << hex32(get<uint32_t>(h, 48)) << ")");
-  r.sample_rate_ = static_cast<int>(sample_rate);
-  r.tokenizer_hash_ = get<uint64_t>(h, 40);
-  r.index_.resize(count);
+  sample_rate_ = static_cast<int>(sample_rate);
+  tokenizer_hash_ = get<uint64_t>(h, 40);
+  index_.resize(count);
   for (size_t i = 0; i < count; ++i) {
     const unsigned char* p = h + index_offset + i * kIndexEntrySize;
-    r.index_[i] = {get<uint64_t>(p, 0), get<uint64_t>(p, 8), get<uint64_t>(p, 16), get<uint32_t>(p, 24),
-                   get<uint32_t>(p, 28)};
+    index_[i] = {get<uint64_t>(p, 0), get<uint64_t>(p, 8), get<uint64_t>(p, 16), get<uint32_t>(p, 24),
+                 get<uint32_t>(p, 28)};
   }
   uint64_t previous_end = kHeaderSize;
   for (size_t i = 0; i < count; ++i) {
-    r.check_index(i);
-    VC_CHECK(r.index_[i].offset >= previous_end,
+    check_index(i);
+    VC_CHECK(index_[i].offset >= previous_end,
              "dataset cache " << path << ": item " << i << " overlaps the item before it");
-    previous_end = r.index_[i].offset + r.index_[i].payload_size;
-    if (verify == DatasetVerify::All) r.verify_item_crc(i);
+    previous_end = index_[i].offset + index_[i].payload_size;
+    if (verify_ == DatasetVerify::All) verify_item_crc(i);
   }
-  return r;
 }
 
 // Structure of item i: the index entry within the item region, the item's own header agreeing
@@ -428,9 +458,14 @@ DatasetItem DatasetReader::item(size_t i) const {
            "dataset cache " << path_ << ": item " << i << " out of range (" << index_.size() << " items)");
   const IndexEntry& e = index_[i];
   // Through pread rather than the mapping: reading a mapped page past the end of a file that was
-  // cut short after open raises SIGBUS, a short read is an error that names the item.
+  // cut short after open raises SIGBUS, a short read is an error that names the item. A cache held
+  // in memory (from_bytes) is copied from there.
   std::vector<unsigned char> payload(e.payload_size);
   size_t got = 0;
+  if (fd_ < 0) {
+    std::memcpy(payload.data(), data_ + e.offset, payload.size());
+    got = payload.size();
+  }
   while (got < payload.size()) {
     const ssize_t n = ::pread(fd_, payload.data() + got, payload.size() - got, static_cast<off_t>(e.offset + got));
     if (n < 0 && errno == EINTR) continue;

@@ -85,6 +85,10 @@ enum class DatasetVerify {
 class DatasetReader {
  public:
   static DatasetReader open(const std::string& path, DatasetVerify verify = DatasetVerify::All);
+  // The same checks on a cache held in memory; `source` names it in errors. open() maps the file
+  // and validates it through the same code.
+  static DatasetReader from_bytes(std::vector<unsigned char> bytes, const std::string& source,
+                                  DatasetVerify verify = DatasetVerify::All);
   DatasetReader(DatasetReader&& other) noexcept;
   DatasetReader& operator=(DatasetReader&& other) noexcept;
   DatasetReader(const DatasetReader&) = delete;
@@ -114,13 +118,17 @@ class DatasetReader {
     uint32_t num_ids, crc;
   };
   DatasetReader() = default;
+  // Validates the cache at data_/file_size_ and reads its index.
+  void validate();
   void check_index(size_t i) const;
   void verify_item_crc(size_t i) const;
 
   std::string path_;
-  int fd_ = -1;  // kept open for item()
-  const unsigned char* data_ = nullptr;
+  int fd_ = -1;                          // kept open for item() (a file; -1 for from_bytes)
+  const unsigned char* data_ = nullptr;  // the mapping, or owned_.data()
   size_t file_size_ = 0;
+  bool mapped_ = false;                  // data_ is an mmap of file_size_ bytes
+  std::vector<unsigned char> owned_;     // the bytes given to from_bytes
   int sample_rate_ = 0;
   uint64_t tokenizer_hash_ = 0;
   DatasetVerify verify_ = DatasetVerify::All;

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "io/json_input.h"
 #include "kernels/error.h"
 
 namespace vitscuda::io {
@@ -161,7 +162,7 @@ VitsConfig VitsConfig::from_file(const std::string& path) {
   VC_CHECK(in, path << ": cannot open config: " << std::strerror(errno));
   json j;
   try {
-    j = json::parse(in);
+    j = parse_json_input<json>(path, in);
   } catch (const json::exception& e) {
     VC_FAIL(path << ": config is not valid JSON: " << e.what());
   }

@@ -12,6 +12,7 @@
 #include <optional>
 #include <sstream>
 
+#include "io/json_input.h"
 #include "kernels/error.h"
 
 namespace fs = std::filesystem;
@@ -257,7 +258,12 @@ class Builder {
 };
 
 void parse_ljspeech(const std::string& content, Builder& b) {
-  const bool has_wavs_dir = !b.audio_dir().empty() && fs::is_directory(fs::path(b.audio_dir()) / "wavs");
+  // The error_code overloads throughout: a path that cannot be checked (a component longer than
+  // NAME_MAX, no permission) is the row's problem, not an exception out of the parser.
+  // An audio directory that cannot be checked shows up as bad_path on the rows below.
+  std::error_code dir_error;
+  const bool has_wavs_dir =
+      !b.audio_dir().empty() && fs::is_directory(fs::path(b.audio_dir()) / "wavs", dir_error);
   for (const Line& line : split_lines(content)) {
     if (is_blank(line.text)) continue;
     const std::vector<std::string> f = split_plain(line.text, '|');
@@ -275,12 +281,20 @@ void parse_ljspeech(const std::string& content, Builder& b) {
     const std::string in_wavs = resolve(b.audio_dir(), "wavs/" + name);
     const std::string beside = resolve(b.audio_dir(), name);
     std::string path;
-    if (fs::exists(in_wavs))
+    std::error_code in_wavs_error, beside_error;
+    if (fs::exists(in_wavs, in_wavs_error)) {
       path = in_wavs;
-    else if (fs::exists(beside))
+    } else if (fs::exists(beside, beside_error)) {
       path = beside;
-    else
+    } else if (in_wavs_error || beside_error) {
+      const std::string& unchecked = in_wavs_error ? in_wavs : beside;
+      const std::error_code& error = in_wavs_error ? in_wavs_error : beside_error;
+      b.reject(line.number, id, unchecked, "bad_path",
+               "cannot look for the audio at " + unchecked + ": " + error.message());
+      continue;
+    } else {
       path = has_wavs_dir ? in_wavs : beside;  // missing either way: name the likelier place
+    }
     const std::string text = f.size() == 3 && !is_blank(f[2]) ? f[2] : f[1];
     b.add_resolved(line.number, has_audio_extension(id) ? id_from_path(id) : id, path, text, -1);
   }
@@ -346,8 +360,11 @@ void parse_jsonl(const std::string& content, Builder& b, const std::string& sour
     if (is_blank(line.text)) continue;
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(line.text);
+      j = parse_json_input<nlohmann::json>(source + " line " + std::to_string(line.number), line.text);
     } catch (const nlohmann::json::exception& e) {
+      b.reject(line.number, "", "", "bad_json", e.what());
+      continue;
+    } catch (const Error& e) {  // nested too deep
       b.reject(line.number, "", "", "bad_json", e.what());
       continue;
     }
@@ -510,7 +527,9 @@ Manifest parse_manifest(const std::string& raw_content, const std::string& sourc
 }
 
 Manifest read_manifest(const std::string& path, const std::string& audio_dir, ManifestFormat format) {
-  VC_CHECK(fs::is_regular_file(path), "manifest " << path << " does not exist or is not a file");
+  std::error_code ec;
+  VC_CHECK(fs::is_regular_file(path, ec),
+           "manifest " << path << " does not exist or is not a file" << (ec ? ": " + ec.message() : std::string()));
   std::ifstream in(path, std::ios::binary);
   VC_CHECK(in, "cannot open manifest " << path << ": " << std::strerror(errno));
   std::ostringstream os;

@@ -40,7 +40,8 @@ struct ManifestRejection {
   int line = 0;
   std::string id;      // empty when the row was too broken to tell
   std::string path;    // likewise
-  std::string reason;  // bad_columns | bad_quoting | bad_json | missing_field | bad_speaker | duplicate_id
+  std::string reason;  // bad_columns | bad_quoting | bad_json | missing_field | bad_speaker | duplicate_id |
+                       // bad_path (LJSpeech: the audio's place cannot be checked, e.g. a name too long)
   std::string detail;
 };
 

@@ -14,6 +14,7 @@
 #include <set>
 #include <string_view>
 
+#include "io/json_input.h"
 #include "kernels/error.h"
 
 namespace vitscuda::io {
@@ -67,12 +68,16 @@ bool checked_numel(const Shape& shape, uint64_t& numel) {
 }
 
 // Parses the header JSON rejecting duplicate keys at any depth (the format maps
-// names to tensors; a repeated name would silently shadow a tensor).
+// names to tensors; a repeated name would silently shadow a tensor) and nesting deeper than
+// kMaxJsonInputDepth (see io/json_input.h: later copies and dumps recurse once per level).
 ordered_json parse_header_json(const char* begin, const char* end, const std::string& source) {
   std::vector<std::set<std::string>> keys_per_object;
   std::string duplicate;
-  auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, ordered_json& parsed) {
+  auto callback = [&](int depth, nlohmann::json::parse_event_t event, ordered_json& parsed) {
     using E = nlohmann::json::parse_event_t;
+    if ((event == E::object_start || event == E::array_start) && depth >= kMaxJsonInputDepth)
+      VC_FAIL(source << ": safetensors header nests arrays and objects deeper than " << kMaxJsonInputDepth
+                     << " levels");
     if (event == E::object_start) {
       keys_per_object.emplace_back();
     } else if (event == E::object_end) {

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "io/json_input.h"
 #include "kernels/error.h"
 
 namespace vitscuda::io {
@@ -143,7 +144,7 @@ ordered_json read_json_file(const std::string& path) {
   std::ifstream in(path);
   VC_CHECK(in, path << ": cannot open: " << std::strerror(errno));
   try {
-    return ordered_json::parse(in);
+    return parse_json_input<ordered_json>(path, in);
   } catch (const nlohmann::json::exception& e) {
     VC_FAIL(path << ": not valid JSON: " << e.what());
   }

@@ -12,7 +12,8 @@ namespace {
 constexpr int64_t kParallelThreshold = 65536;
 constexpr int64_t kChunk = 16384;  // elements per OpenMP work item
 
-#if defined(__GNUC__) && defined(__x86_64__)
+// GCC only: clang (14) does not multiversion function templates and rejects the attribute.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define VITSCUDA_FMA_CLONES __attribute__((target_clones("default", "arch=haswell")))
 #else
 #define VITSCUDA_FMA_CLONES

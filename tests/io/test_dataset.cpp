@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include "io/dataset.h"
@@ -296,4 +297,39 @@ TEST(Dataset, DamageAfterOpenIsCaughtOnEveryReadNeverACrash) {
       }
     }
   }
+}
+
+TEST(Dataset, FromBytesReadsWhatOpenReadsAndOwnsTheBytes) {
+  const std::string dir = vitscuda::testing::temp_dir("dataset_from_bytes");
+  const std::vector<io::DatasetItem> items = make_items();
+  const std::string path = write_cache(dir + "/train.vcds", items);
+  const std::vector<char> file = read_bytes(path);
+  std::optional<io::DatasetReader> r;
+  {
+    // The reader keeps its own copy: the caller's buffer may go away.
+    std::vector<unsigned char> bytes(file.begin(), file.end());
+    r.emplace(io::DatasetReader::from_bytes(std::move(bytes), "memory:train"));
+  }
+  const io::DatasetReader moved = std::move(*r);
+  ASSERT_EQ(moved.size(), items.size());
+  EXPECT_EQ(moved.sample_rate(), 16000);
+  EXPECT_EQ(moved.tokenizer_hash(), 0x1234abcd5678ef90ull);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const io::DatasetItem got = moved.item(i);
+    EXPECT_EQ(got.id, items[i].id);
+    EXPECT_EQ(got.speaker, items[i].speaker);
+    EXPECT_EQ(got.ids, items[i].ids);
+    EXPECT_EQ(got.samples, items[i].samples);
+  }
+
+  std::vector<unsigned char> corrupt(file.begin(), file.end());
+  corrupt[20] ^= 1;  // item count, covered by the header CRC
+  try {
+    io::DatasetReader::from_bytes(corrupt, "memory:corrupt");
+    FAIL() << "a corrupt header was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("memory:corrupt"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("header is corrupt"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(io::DatasetReader::from_bytes(std::vector<unsigned char>(63, 0), "memory:short"), Error);
 }
