@@ -110,7 +110,8 @@ for t in "${targets[@]}"; do
          on && shown++ < 40 { print }' "$work/log" | sed 's/^/    /'
     while read -r a; do echo "fuzz: $t input: $a  (rerun: $exe $a)"; done <"$work/artifacts.new"
   fi
-  rows+=("$(printf '%-28s %12s %9s %8d  %s' "$t" "${execs:-?}" "$elapsed" "$crashes" "$verdict")")
+  rate=$(awk -v n="${execs:-0}" -v s="$elapsed" 'BEGIN { printf "%.0f", s > 0 ? n / s : 0 }')
+  rows+=("$(printf '%-26s %11s %9s %8s %8d  %s' "$t" "${execs:-?}" "$elapsed" "$rate" "$crashes" "$verdict")")
   if ((merge)) && [[ "$verdict" == ok ]]; then
     mkdir -p "$corpus_root/$t"
     "$exe" -merge=1 -timeout="${FUZZ_TIMEOUT:-10}" "$corpus_root/$t" "$work/corpus" >"$work/merge.log" 2>&1
@@ -119,7 +120,7 @@ for t in "${targets[@]}"; do
 done
 
 echo
-printf '%-28s %12s %9s %8s  %s\n' target executions seconds crashes result
+printf '%-26s %11s %9s %8s %8s  %s\n' target executions seconds exec/s crashes result
 for r in "${rows[@]}"; do echo "$r"; done
 if ((${#failed[@]})); then
   echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]} (inputs under $build/artifacts)"
