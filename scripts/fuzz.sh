@@ -34,8 +34,7 @@ for arg in "$@"; do
 done
 
 # ---------------------------------------------------------------- packages (idempotent)
-packages=(clang-14 libclang-rt-14-dev cmake ninja-build pkg-config libsndfile1-dev libsoxr-dev nlohmann-json3-dev
-  libopenblas-dev)
+packages=(clang-14 libclang-rt-14-dev cmake ninja-build pkg-config libsndfile1-dev libsoxr-dev nlohmann-json3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -50,7 +49,8 @@ fi
 
 # ---------------------------------------------------------------- build
 build_start=$(date +%s)
-cmake -S "$root/tests/fuzz" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# No build type: the project's -O1 -g only, and no NDEBUG, so that assertions (nlohmann's too) stay on.
+cmake -S "$root/tests/fuzz" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE= \
   -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
 cmake --build "$build" -j "$(nproc)"
 echo "fuzz: built in $build ($(($(date +%s) - build_start)) s)"
@@ -110,7 +110,8 @@ for t in "${targets[@]}"; do
          on && shown++ < 40 { print }' "$work/log" | sed 's/^/    /'
     while read -r a; do echo "fuzz: $t input: $a  (rerun: $exe $a)"; done <"$work/artifacts.new"
   fi
-  rows+=("$(printf '%-28s %12s %9s %8d  %s' "$t" "${execs:-?}" "$elapsed" "$crashes" "$verdict")")
+  rate=$(awk -v n="${execs:-0}" -v s="$elapsed" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
+  rows+=("$(printf '%-26s %11s %9s %8s %8d  %s' "$t" "${execs:-?}" "$elapsed" "$rate" "$crashes" "$verdict")")
   if ((merge)) && [[ "$verdict" == ok ]]; then
     mkdir -p "$corpus_root/$t"
     "$exe" -merge=1 -timeout="${FUZZ_TIMEOUT:-10}" "$corpus_root/$t" "$work/corpus" >"$work/merge.log" 2>&1
@@ -119,7 +120,7 @@ for t in "${targets[@]}"; do
 done
 
 echo
-printf '%-28s %12s %9s %8s  %s\n' target executions seconds crashes result
+printf '%-26s %11s %9s %8s %8s  %s\n' target executions seconds exec/s crashes result
 for r in "${rows[@]}"; do echo "$r"; done
 if ((${#failed[@]})); then
   echo "fuzz: ${#failed[@]} target(s) failed: ${failed[*]} (inputs under $build/artifacts)"

@@ -72,6 +72,16 @@ void safetensors_seeds() {
   io::write_safetensors(p, {}, {});
   seed("fuzz_safetensors", "empty_header.safetensors", read(p));
   seed("fuzz_safetensors", "reference_torch.safetensors", repo("tests/data/io/reference_torch.safetensors"));
+  // A longer header, like a model's: libFuzzer's input length limit starts at the largest seed.
+  std::vector<io::SafetensorsWriteEntry> layers;
+  for (int i = 0; i < 24; ++i) {
+    const std::string prefix = "text_encoder.encoder.layers." + std::to_string(i) + ".";
+    layers.push_back({prefix + "attention.k_proj.weight", i % 2 ? "F16" : "F32", {2, 2},
+                      f32_bytes({0.5f, -1, 2, 0}, i % 2 ? "F16" : "F32")});
+  }
+  layers.push_back({"decoder.conv_pre.parametrizations.weight.original0", "BF16", {1, 1, 1}, f32_bytes({1}, "BF16")});
+  io::write_safetensors(p, layers, {{"format", "pt"}});
+  seed("fuzz_safetensors", "many_tensors.safetensors", read(p));
   // Edge cases: header length past the end; header that is not an object.
   seed("fuzz_safetensors", "length_past_end", std::string("\xff\0\0\0\0\0\0\0{}", 10));
   seed("fuzz_safetensors", "array_header", std::string("\x02\0\0\0\0\0\0\0[]", 10));
@@ -163,6 +173,20 @@ void manifest_seeds() {
   seed("fuzz_manifest", "jsonl_auto", 2, jsonl);
   seed("fuzz_manifest", "jsonl", 7, jsonl);
   seed("fuzz_manifest", "jsonl_sniffed", 3, "  {\"filename\": \"a.wav\", \"sentence\": \"hi\"}\n");
+  // Longer manifests, as real ones are: libFuzzer's input length limit starts at the largest seed.
+  std::string lj_long, csv_long = "id,path,text,speaker\n", tsv_long = "path\tsentence\tspeaker_id\n", jsonl_long;
+  for (int i = 1; i <= 24; ++i) {
+    const std::string n = std::to_string(i);
+    const std::string text = "Sentence number " + n + ", with \"quotes\" and 'apostrophes'.";
+    lj_long += "LJ001-" + std::string(4 - n.size(), '0') + n + "|" + text + "|" + text + "\n";
+    csv_long += "u" + n + ",wavs/u" + n + ".wav,\"" + text.substr(0, 20) + "\"\"x\"\"\"," + std::to_string(i % 3) + "\n";
+    tsv_long += "clips/c" + n + ".mp3\t" + text + "\t" + std::to_string(i % 4) + "\n";
+    jsonl_long += nlohmann::json({{"audio_filepath", "data/" + n + ".flac"}, {"text", text}, {"speaker", i % 2}}).dump() + "\n";
+  }
+  seed("fuzz_manifest", "ljspeech_long", 4, lj_long);
+  seed("fuzz_manifest", "csv_long", 5, csv_long);
+  seed("fuzz_manifest", "tsv_long", 1, tsv_long);
+  seed("fuzz_manifest", "jsonl_long", 2, jsonl_long);
 }
 
 void dataset_seeds() {
@@ -219,6 +243,10 @@ void checkpoint_seeds() {
   s.elapsed_seconds = 12.5;
   s.config = {{"batch_size", 4}, {"lr", 2e-4}, {"model", "models/eng"}};
   seed("fuzz_trainer_state", "full.json", io::trainer_state_to_json(s).dump(2));
+  s.data_order.clear();
+  for (int64_t i = 0; i < 300; ++i) s.data_order.push_back((i * 7) % 300);  // 7 is prime to 300: a permutation
+  s.position_in_epoch = 299;
+  seed("fuzz_trainer_state", "long_order.json", io::trainer_state_to_json(s).dump());
   s.best_eval_loss.reset();
   s.data_order.clear();
   s.position_in_epoch = 0;
@@ -232,6 +260,10 @@ void metrics_seeds() {
   seed("fuzz_metrics_log", "torn_tail.jsonl", "{\"step\":1,\"loss\":0.5}\n{\"step\":2,\"lo");
   seed("fuzz_metrics_log", "bad_tail_lines.jsonl", "{\"step\":1}\n[1]\nnot json\n{\"step\":3}");
   seed("fuzz_metrics_log", "bad_middle.jsonl", "{\"step\":1}\ngarbage\n{\"step\":3}\n");
+  std::string run;
+  for (int i = 1; i <= 30; ++i)
+    run += nlohmann::json({{"step", i}, {"loss", 1.0 / i}, {"lr", 2e-4}, {"samples_per_s", 3.5}}).dump() + "\n";
+  seed("fuzz_metrics_log", "thirty_steps.jsonl", run);
 }
 
 // A short tone in the given libsndfile format (small enough to keep the corpus small).
