@@ -10,6 +10,7 @@
 #   --merge      afterwards, add the working corpus's inputs that reach new code to the committed
 #                corpus (tests/fuzz/corpus); without it the committed corpus is never written
 #   --make-corpus  rewrite the seed corpora with make_corpus (tests/fuzz/make_corpus.cpp) and exit
+# Writes the table to FUZZ_BUILD_DIR/fuzz-results.tsv too.
 # Environment: FUZZ_BUILD_DIR (default build-fuzz), FUZZ_RUNS, FUZZ_TIMEOUT (seconds per input,
 # default 10), FUZZ_RSS_MB (default 2048).
 set -euo pipefail
@@ -26,7 +27,7 @@ for arg in "$@"; do
   case "$arg" in
     --merge) merge=1 ;;
     --make-corpus) make_corpus=1 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
     [0-9]*) seconds="$arg" ;;
     fuzz_*) targets+=("$arg") ;;
     *) echo "fuzz: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
@@ -74,6 +75,10 @@ fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 if [[ -n "${FUZZ_RUNS:-}" ]]; then limit=(-runs="$FUZZ_RUNS"); else limit=(-max_total_time="$seconds"); fi
+# The same table as tab-separated values (target, executions, seconds, exec/s, crashes, result), for
+# scripts/reliability.sh.
+results="$build/fuzz-results.tsv"
+: >"$results"
 rows=()
 failed=()
 for t in "${targets[@]}"; do
@@ -112,6 +117,7 @@ for t in "${targets[@]}"; do
   fi
   rate=$(awk -v n="${execs:-0}" -v s="$elapsed" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
   rows+=("$(printf '%-26s %11s %9s %8s %8d  %s' "$t" "${execs:-?}" "$elapsed" "$rate" "$crashes" "$verdict")")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "$elapsed" "$rate" "$crashes" "$verdict" >>"$results"
   if ((merge)) && [[ "$verdict" == ok ]]; then
     mkdir -p "$corpus_root/$t"
     "$exe" -merge=1 -timeout="${FUZZ_TIMEOUT:-10}" "$corpus_root/$t" "$work/corpus" >"$work/merge.log" 2>&1

@@ -159,6 +159,7 @@ TEST(Prepare, AcceptsAndRejectsExactlyTheExpectedUtterances) {
 
   EXPECT_EQ(s.manifest_format, "ljspeech");
   EXPECT_EQ(s.manifest_rows, 16u);
+  ::testing::Test::RecordProperty("cases", static_cast<int>(s.manifest_rows));  // for scripts/reliability.sh
   EXPECT_EQ(s.accepted, expect_accepted.size());
   EXPECT_EQ(s.train_items, expect_accepted.size());
   EXPECT_EQ(s.eval_items, 0u);

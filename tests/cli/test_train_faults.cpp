@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <regex>
 #include <thread>
 
@@ -204,7 +205,9 @@ TEST(TrainFaults, FileSizeLimitDuringACheckpointStopsTheRunAndKeepsThePreviousOn
     rlim_t limit;
     const char* failing_file;
   };
-  for (const Case c : {Case{model_size / 2, io::kModelFileName}, Case{model_size + 1024, io::kOptimizerFileName}}) {
+  const Case cases[] = {{model_size / 2, io::kModelFileName}, {model_size + 1024, io::kOptimizerFileName}};
+  ::testing::Test::RecordProperty("cases", static_cast<int>(std::size(cases)));  // for scripts/reliability.sh
+  for (const Case c : cases) {
     SCOPED_TRACE(c.failing_file);
     const std::string out = tmp + "/run_" + c.failing_file;
     run_two_steps(data, out);

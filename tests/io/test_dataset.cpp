@@ -254,6 +254,8 @@ TEST(Dataset, RandomByteFlipsNeverCrashAndAreAlwaysCaught) {
   EXPECT_GT(padding, 0u);
   EXPECT_EQ(static_cast<size_t>(unchanged), padding);
   EXPECT_EQ(static_cast<size_t>(detected), good.size() - padding);
+  // How many damaged files were tried, for scripts/reliability.sh.
+  ::testing::Test::RecordProperty("cases", static_cast<int>(good.size()));
 }
 
 // The file changing under an open reader (a running training job): in-place damage is caught on
