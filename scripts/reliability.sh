@@ -41,7 +41,7 @@ rows=(
   "input|checkpoint files truncated, extended or missing|Checkpoint.TruncatedExtendedOrMissingFilesAreNamed|verification fails naming the file"
   "input|checkpoint directory renamed to another step|Checkpoint.RenamedDirectoryDisagreeingWithItsManifestIsRejected|rejected"
   "input|incomplete, corrupt and temporary checkpoints beside valid ones|Checkpoint.LatestValidSkipsAndReportsIncompleteCorruptAndTemporaryDirectories|--resume loads the newest valid one and names each skipped one"
-  "input|manifest rows and audio files: missing, unreadable, silent, NaN, too short, too long, bad columns|Prepare.AcceptsAndRejectsExactlyTheExpectedUtterances|each row rejected with its line and reason in rejected.tsv; the good ones cached"
+  "input|manifest rows and audio files: missing, unreadable, silent, NaN, too short, too long, no text, no vocabulary characters, duplicate id, bad columns|Prepare.AcceptsAndRejectsExactlyTheExpectedUtterances|each row rejected with its line and reason in rejected.tsv; the good ones cached"
   "input|a corpus where every sample is bad|PrepareCli.EverySampleBadExitsNonZero|non-zero exit, no cache"
   "input|damaged prepared data and checkpoints given to vitscuda verify|Verify.PreparedDataAndItsDamage|FAILED line naming the file and item; non-zero exit"
   "input|a run directory with damaged and half-written checkpoints given to vitscuda verify|Verify.CheckpointsOfARunAndTheOneResumeLoads|names the checkpoint --resume loads"
