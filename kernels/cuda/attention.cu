@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "kernels/attention.h"
+#include "kernels/cuda/attention_window.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace vitscuda::kernels {
@@ -20,49 +21,11 @@ namespace vitscuda::kernels {
 namespace {
 
 using cuda::blocks_for;
-
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kWarp = 32;
-constexpr int kMaxRowThreads = 256;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, offset));
-  return v;
-}
-
-// The keys j in [first, last] with |j - i| <= window.
-__device__ __forceinline__ void window_range(int64_t i, int64_t time, int window, int64_t& first, int64_t& last) {
-  first = i - window < 0 ? 0 : i - window;
-  last = i + window > time - 1 ? time - 1 : i + window;
-}
-
-// Block-wide reductions (blockDim.x a multiple of 32). Every thread adds the warp partials in
-// the same order, so all of them return the same value; the closing barrier lets the next
-// reduction reuse `partials`.
-__device__ float block_sum(float v, float* partials) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_sum(v);
-  if (lane == 0) partials[warp] = v;
-  __syncthreads();
-  float total = 0.f;
-  for (int w = 0; w < warps; ++w) total += partials[w];
-  __syncthreads();
-  return total;
-}
-__device__ float block_max(float v, float* partials) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_max(v);
-  if (lane == 0) partials[warp] = v;
-  __syncthreads();
-  float total = -INFINITY;
-  for (int w = 0; w < warps; ++w) total = fmaxf(total, partials[w]);
-  __syncthreads();
-  return total;
-}
+using cuda::block_max;
+using cuda::block_sum;
+using cuda::kMaxRowThreads;
+using cuda::kWarp;
+using cuda::window_range;
 
 // One block per row (bh, i) of probs, which holds the logits q_i . k_j on entry and the
 // softmax on exit.
@@ -78,23 +41,15 @@ __global__ void relative_logits_softmax_kernel(const float* q, const float* emb_
                                                float* probs, int64_t rows, int64_t heads, int time, int dim,
                                                int window) {
   __shared__ float partials[kMaxRowThreads / kWarp];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {  // uniform over the block: barriers are safe
     const int64_t bh = r / time, i = r % time;
     const float* mask = key_mask + (bh / heads) * time;
     float* row = probs + r * time;
 
     if (emb_k) {
-      const float* qi = q + r * dim;  // r = bh * time + i
       int64_t first, last;
       window_range(i, time, window, first, last);
-      for (int64_t j = first + warp; j <= last; j += warps) {
-        const float* e = emb_k + (j - i + window) * dim;
-        float dot = 0.f;
-        for (int d = lane; d < dim; d += kWarp) dot += qi[d] * e[d];
-        dot = warp_sum(dot);
-        if (lane == 0) row[j] += dot;
-      }
+      cuda::add_relative_dots(q + r * dim, emb_k, row, i, first, last, dim, window);  // q_i: r = bh * time + i
       __syncthreads();
     }
 

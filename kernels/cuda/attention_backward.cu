@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "kernels/attention.h"
+#include "kernels/cuda/attention_window.cuh"
 #include "kernels/cuda/common.cuh"
 
 namespace vitscuda::kernels {
@@ -23,34 +24,10 @@ namespace vitscuda::kernels {
 namespace {
 
 using cuda::blocks_for;
-
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kWarp = 32;
-constexpr int kMaxRowThreads = 256;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
-}
-
-// The keys j in [first, last] with |j - i| <= window.
-__device__ __forceinline__ void window_range(int64_t i, int64_t time, int window, int64_t& first, int64_t& last) {
-  first = i - window < 0 ? 0 : i - window;
-  last = i + window > time - 1 ? time - 1 : i + window;
-}
-
-// Block-wide sum (blockDim.x a multiple of 32): every thread adds the warp partials in the same
-// order and returns the same value; the closing barrier lets the next call reuse `partials`.
-__device__ float block_sum(float v, float* partials) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_sum(v);
-  if (lane == 0) partials[warp] = v;
-  __syncthreads();
-  float total = 0.f;
-  for (int w = 0; w < warps; ++w) total += partials[w];
-  __syncthreads();
-  return total;
-}
+using cuda::block_sum;
+using cuda::kMaxRowThreads;
+using cuda::kWarp;
+using cuda::window_range;
 
 // One block per row r = (bh, i) of ds, which holds dP = g v^T on entry and dS on exit.
 //   a. Relative values (emb_v): warps take the window's keys j in turn, lanes split the D
@@ -64,7 +41,6 @@ __global__ void attention_softmax_backward_kernel(const float* probs, const floa
                                                   const float* emb_k, float* ds, float* dq, int64_t rows, int time,
                                                   int dim, int window) {
   __shared__ float partials[kMaxRowThreads / kWarp];
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {  // uniform over the block: barriers are safe
     const int64_t i = r % time;
     const float* p = probs + r * time;
@@ -73,14 +49,7 @@ __global__ void attention_softmax_backward_kernel(const float* probs, const floa
     window_range(i, time, window, first, last);
 
     if (emb_v) {
-      const float* gi = dout + r * dim;
-      for (int64_t j = first + warp; j <= last; j += warps) {
-        const float* e = emb_v + (j - i + window) * dim;
-        float dot = 0.f;
-        for (int d = lane; d < dim; d += kWarp) dot += gi[d] * e[d];
-        dot = warp_sum(dot);
-        if (lane == 0) row[j] += dot;
-      }
+      cuda::add_relative_dots(dout + r * dim, emb_v, row, i, first, last, dim, window);
       __syncthreads();
     }
 

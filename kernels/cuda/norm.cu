@@ -1,15 +1,10 @@
 // CUDA normalisation forwards: LayerNorm over the last dimension, LayerNorm over the channels
-// of [B, C, T], and weight normalisation.
-//
-// Statistics accumulate in float with the corrected two-pass scheme (Chan, Golub & LeVeque):
-// pass 1 forms a rough mean m; pass 2 sums d = x - m and d^2. The d are exact or nearly so
-// (x and m are close), and mean(d) corrects m's own rounding (~1e-7 |mean|), which would
-// otherwise dominate x - mean when |mean| >> std: mean = m + mean(d), var = mean(d^2) - mean(d)^2,
-// where mean(d)^2 is a tiny correction, not the cancellation of a one-pass E[x^2] - E[x]^2.
-// The second pass reads data that is still in L1/L2.
+// of [B, C, T], and weight normalisation. The statistics: norm_stats.cuh (a corrected two-pass
+// scheme in float).
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/norm_stats.cuh"
 #include "kernels/norm.h"
 
 namespace vitscuda::kernels {
@@ -17,14 +12,13 @@ namespace vitscuda::kernels {
 namespace {
 
 using cuda::blocks_for;
-
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kWarp = 32;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;  // every lane holds the total
-}
+using cuda::column_stats;
+using cuda::kChannelGroups;
+using cuda::kColumnTile;
+using cuda::kWarp;
+using cuda::row_stats;
+using cuda::RowStats;
+using cuda::warp_sum;
 
 // ---------------------------------------------------------------- LayerNorm, last dimension
 // One warp per row: rows are short (the hidden size), so a warp reads a row in a few coalesced
@@ -40,36 +34,20 @@ __global__ void layer_norm_rows_kernel(const float* x, const float* gamma, const
   for (int64_t r = first_row; r < rows; r += row_stride) {
     const float* xr = x + r * C;
     float* yr = y + r * C;
-    float sum = 0.f;
-    for (int c = lane; c < C; c += kWarp) sum += xr[c];
-    const float rough_mean = warp_sum(sum) / static_cast<float>(C);
-    float sum_d = 0.f, sum_d2 = 0.f;
-    for (int c = lane; c < C; c += kWarp) {
-      const float d = xr[c] - rough_mean;
-      sum_d += d;
-      sum_d2 += d * d;
-    }
-    const float shift = warp_sum(sum_d) / static_cast<float>(C);
-    const float var = fmaxf(warp_sum(sum_d2) / static_cast<float>(C) - shift * shift, 0.f);
-    const float rstd = 1.f / sqrtf(var + eps);
-    for (int c = lane; c < C; c += kWarp) yr[c] = (xr[c] - rough_mean - shift) * rstd * gamma[c] + beta[c];
+    const RowStats st = row_stats(xr, C, eps, lane);
+    for (int c = lane; c < C; c += kWarp) yr[c] = (xr[c] - st.rough_mean - st.shift) * st.rstd * gamma[c] + beta[c];
   }
 }
 
 // ---------------------------------------------------------------- LayerNorm, channel dimension
-// A block normalises a tile of 32 consecutive time columns of one batch item: threadIdx.x runs
-// over the columns (each channel row of the tile is one coalesced 128-byte read), threadIdx.y
-// splits the channels into kChannelGroups strided groups whose partial sums meet in shared memory.
+// A block normalises a tile of kColumnTile time columns of one batch item (norm_stats.cuh).
 // Writes follow the barriers that end all reads of the tile, so y may alias x.
-constexpr int kColumnTile = 32;
-constexpr int kChannelGroups = 8;
-
 __global__ void layer_norm_channels_kernel(const float* x, const float* gamma, const float* beta, float* y, int B,
                                            int C, int time, float eps) {
-  __shared__ float partial[kChannelGroups][kColumnTile];
-  __shared__ float partial_sq[kChannelGroups][kColumnTile];
-  __shared__ float column_mean[kColumnTile];   // the rough mean m
-  __shared__ float column_shift[kColumnTile];  // its correction mean(x - m)
+  __shared__ float part_a[kChannelGroups][kColumnTile];
+  __shared__ float part_b[kChannelGroups][kColumnTile];
+  __shared__ float column_mean[kColumnTile];
+  __shared__ float column_shift[kColumnTile];
   __shared__ float column_rstd[kColumnTile];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t tiles_per_item = (static_cast<int64_t>(time) + kColumnTile - 1) / kColumnTile;
@@ -82,50 +60,15 @@ __global__ void layer_norm_channels_kernel(const float* x, const float* gamma, c
     const float* xc = x + b * C * time + t;  // column t of item b; channel c at xc[c * time]
     float* yc = y + b * C * time + t;
 
-    float sum = 0.f;
-    if (active)
-      for (int c = ty; c < C; c += kChannelGroups) sum += xc[static_cast<int64_t>(c) * time];
-    partial[ty][tx] = sum;
-    __syncthreads();
-    if (ty == 0) {
-      float total = 0.f;
-      for (int g = 0; g < kChannelGroups; ++g) total += partial[g][tx];
-      column_mean[tx] = total / static_cast<float>(C);
-    }
-    __syncthreads();
-    const float rough_mean = column_mean[tx];
-
-    float sum_d = 0.f, sum_d2 = 0.f;
-    if (active)
-      for (int c = ty; c < C; c += kChannelGroups) {
-        const float d = xc[static_cast<int64_t>(c) * time] - rough_mean;
-        sum_d += d;
-        sum_d2 += d * d;
-      }
-    partial[ty][tx] = sum_d;
-    partial_sq[ty][tx] = sum_d2;
-    __syncthreads();
-    if (ty == 0) {
-      float total = 0.f, total_sq = 0.f;
-      for (int g = 0; g < kChannelGroups; ++g) {
-        total += partial[g][tx];
-        total_sq += partial_sq[g][tx];
-      }
-      const float shift = total / static_cast<float>(C);
-      const float var = fmaxf(total_sq / static_cast<float>(C) - shift * shift, 0.f);
-      column_shift[tx] = shift;
-      column_rstd[tx] = 1.f / sqrtf(var + eps);
-    }
-    __syncthreads();
-    const float shift = column_shift[tx], rstd = column_rstd[tx];
-
+    const RowStats st =
+        column_stats(xc, time, C, eps, active, part_a, part_b, column_mean, column_shift, column_rstd);
     if (active)
       for (int c = ty; c < C; c += kChannelGroups) {
         const int64_t off = static_cast<int64_t>(c) * time;
-        yc[off] = (xc[off] - rough_mean - shift) * rstd * gamma[c] + beta[c];
+        yc[off] = (xc[off] - st.rough_mean - st.shift) * st.rstd * gamma[c] + beta[c];
       }
-    // The next tile rewrites partial[] only after its first barrier and the column statistics
-    // only after its second, by which point every thread has finished this tile's reads.
+    // The next tile writes part_a after this tile's last barrier (which ends every read of it)
+    // and the column statistics after its own first barrier, once every thread has read them.
   }
 }
 

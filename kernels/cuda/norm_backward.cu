@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/norm_stats.cuh"
 #include "kernels/norm.h"
 
 namespace vitscuda::kernels {
@@ -23,22 +24,13 @@ namespace vitscuda::kernels {
 namespace {
 
 using cuda::blocks_for;
-
-constexpr unsigned kFullMask = 0xffffffffu;
-constexpr int kWarp = 32;
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int offset = kWarp / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;  // every lane holds the total
-}
-
-// Statistics of one normalised row (or column), as the forward forms them.
-struct alignas(16) RowStats {
-  float rough_mean;  // m
-  float shift;       // mean(x - m)
-  float rstd;        // 1 / sqrt(var + eps)
-  float unused;
-};
+using cuda::column_stats;
+using cuda::kChannelGroups;
+using cuda::kColumnTile;
+using cuda::kWarp;
+using cuda::row_stats;
+using cuda::RowStats;
+using cuda::warp_sum;
 
 // partial [parts, 2, C] (dgamma partials, then dbeta partials) -> dgamma, dbeta [C] (either may
 // be nullptr), one thread per channel, parts added in index order. Reads are coalesced over c.
@@ -81,19 +73,9 @@ __global__ void layer_norm_rows_backward_kernel(const float* x, const float* gam
   const float inv_c = 1.f / static_cast<float>(C);
   for (int64_t r = first_row; r < rows; r += row_stride) {
     const float* xr = x + r * C;
-    float sum = 0.f;
-    for (int c = lane; c < C; c += kWarp) sum += xr[c];
-    const float rough_mean = warp_sum(sum) / static_cast<float>(C);
-    float sum_d = 0.f, sum_d2 = 0.f;
-    for (int c = lane; c < C; c += kWarp) {
-      const float d = xr[c] - rough_mean;
-      sum_d += d;
-      sum_d2 += d * d;
-    }
-    const float shift = warp_sum(sum_d) / static_cast<float>(C);
-    const float var = fmaxf(warp_sum(sum_d2) / static_cast<float>(C) - shift * shift, 0.f);
-    const float rstd = 1.f / sqrtf(var + eps);
-    if (stats && lane == 0) stats[r] = RowStats{rough_mean, shift, rstd, 0.f};
+    const RowStats st = row_stats(xr, C, eps, lane);
+    const float rough_mean = st.rough_mean, shift = st.shift, rstd = st.rstd;
+    if (stats && lane == 0) stats[r] = st;
     if (!dx) continue;  // uniform over the warp
 
     const float* dyr = dy + r * C;
@@ -159,8 +141,6 @@ __global__ void layer_norm_rows_param_kernel(const float* x, const float* dy, co
 // is one channel group: blockDim.x == 32). Lane 0 of the warp adds those into the block's own
 // partial row, partial[blockIdx.x, :, c], which no other thread touches: the grid is capped at a
 // shape-determined size and each block loops over tiles in a fixed order.
-constexpr int kColumnTile = 32;
-constexpr int kChannelGroups = 8;
 constexpr unsigned kMaxChannelBlocks = 1024;
 
 __global__ void layer_norm_channels_backward_kernel(const float* x, const float* gamma, const float* dy, float* dx,
@@ -189,41 +169,9 @@ __global__ void layer_norm_channels_backward_kernel(const float* x, const float*
     const float* dyc = dy + column;
 
     // Statistics, as the forward.
-    float sum = 0.f;
-    if (active)
-      for (int c = ty; c < C; c += kChannelGroups) sum += xc[static_cast<int64_t>(c) * time];
-    part_a[ty][tx] = sum;
-    __syncthreads();
-    if (ty == 0) {
-      float total = 0.f;
-      for (int g = 0; g < kChannelGroups; ++g) total += part_a[g][tx];
-      column_mean[tx] = total / static_cast<float>(C);
-    }
-    __syncthreads();
-    const float rough_mean = column_mean[tx];
-    float sum_d = 0.f, sum_d2 = 0.f;
-    if (active)
-      for (int c = ty; c < C; c += kChannelGroups) {
-        const float d = xc[static_cast<int64_t>(c) * time] - rough_mean;
-        sum_d += d;
-        sum_d2 += d * d;
-      }
-    part_a[ty][tx] = sum_d;
-    part_b[ty][tx] = sum_d2;
-    __syncthreads();
-    if (ty == 0) {
-      float total = 0.f, total_sq = 0.f;
-      for (int g = 0; g < kChannelGroups; ++g) {
-        total += part_a[g][tx];
-        total_sq += part_b[g][tx];
-      }
-      const float shift = total / static_cast<float>(C);
-      const float var = fmaxf(total_sq / static_cast<float>(C) - shift * shift, 0.f);
-      column_shift[tx] = shift;
-      column_rstd[tx] = 1.f / sqrtf(var + eps);
-    }
-    __syncthreads();
-    const float shift = column_shift[tx], rstd = column_rstd[tx];
+    const RowStats st =
+        column_stats(xc, time, C, eps, active, part_a, part_b, column_mean, column_shift, column_rstd);
+    const float rough_mean = st.rough_mean, shift = st.shift, rstd = st.rstd;
 
     // Column sums of g and g * xhat; per-channel parameter partials.
     float sum_g = 0.f, sum_gx = 0.f;

@@ -1,12 +1,8 @@
 // CUDA rational-quadratic spline forward (either direction), one thread per element, porting
-// the CPU kernel operation for operation.
-//
-// Exactness: the CPU build rounds every product (x86-64 without FMA), and nvcc would contract
-// a * b + c into one fused operation (also with the last step of an inlined expf / logf); the
-// knot and bin formulas therefore use the explicitly rounded __fmul_rn / __fadd_rn / __fsub_rn
-// wherever a product or a library result meets a sum. What still differs is expf / logf /
-// log1pf against the host's libm (an ulp or two), so the searchsorted bin and the sign of the
-// reverse discriminant can differ from the CPU's only within a few ulps of a knot or of zero.
+// the CPU kernel operation for operation, with the rounding of spline_knots.cuh. What still
+// differs is expf / logf / log1pf against the host's libm (an ulp or two), so the searchsorted bin
+// and the sign of the reverse discriminant can differ from the CPU's only within a few ulps of a
+// knot or of zero.
 //
 // No per-thread knot arrays: a thread streams over its element's unnormalised sizes, once to
 // count the knots at or below x and once per side to pick up knots k and k + 1 of the chosen
@@ -16,73 +12,23 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/spline_knots.cuh"
 #include "kernels/spline.h"
 
 namespace vitscuda::kernels {
 
 namespace {
 
-constexpr double kMinBinWidth = 1e-3, kMinBinHeight = 1e-3, kMinDerivative = 1e-3;
+using cuda::add;
+using cuda::knot_derivative;
+using cuda::knot_pair;
+using cuda::mul;
+using cuda::SplineParams;
+using cuda::sub;
+using cuda::walk_knots;
+
 // The first-invalid slot starts as bytes 0x7f: a value above any element index.
 constexpr long long kNoInvalid = 0x7f7f7f7f7f7f7f7fLL;
-
-__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ float sub(float a, float b) { return __fsub_rn(a, b); }
-
-// Per-side constants of the knot construction, formed on the host exactly as the CPU forms them.
-struct SideConstants {
-  float min_size;       // static_cast<float>(min bin size)
-  float free_fraction;  // static_cast<float>(1 - min size * bins), computed in double
-};
-
-struct SplineParams {
-  int bins;
-  float bound;           // static_cast<float>(tail_bound): the knots' range
-  double tail_bound;     // the tails test compares in double, as the CPU does
-  SideConstants widths, heights;
-  float edge_derivative;  // min derivative + softplus(log(e^(1 - min) - 1)): the outer knots' slope
-};
-
-__device__ __forceinline__ float softplus(float x) {
-  return x > 20.f ? x : log1pf(expf(x));  // torch: beta 1, threshold 20
-}
-
-// Visits the knots 0..bins of one side (widths or heights) of one element, in order, as the CPU
-// builds them: softmax of the unnormalised sizes u (max, then the sum of exp(u - max), then a
-// multiply by the reciprocal), min size + free fraction * softmax, a cumulative sum in double
-// rounded to float at each step, the affine map onto [-bound, bound], and both ends pinned.
-// visit(i, knot) returns false to stop early.
-template <typename Visit>
-__device__ void walk_knots(const float* u, int bins, float bound, SideConstants side, Visit visit) {
-  float m = u[0];
-  for (int i = 1; i < bins; ++i) m = m < u[i] ? u[i] : m;  // std::max's choice, NaNs included
-  float s = 0.f;
-  for (int i = 0; i < bins; ++i) s = add(s, expf(u[i] - m));
-  const float inv = 1.f / s;
-  if (!visit(0, -bound)) return;
-  const float span = bound + bound;
-  double acc = 0.0;
-  for (int i = 0; i < bins; ++i) {
-    const float soft = mul(expf(u[i] - m), inv);
-    acc += static_cast<double>(add(side.min_size, mul(side.free_fraction, soft)));
-    const float knot = i + 1 == bins ? bound : sub(mul(span, static_cast<float>(acc)), bound);
-    if (!visit(i + 1, knot)) return;
-  }
-}
-
-// Knots k and k + 1 of one side.
-__device__ void knot_pair(const float* u, int bins, float bound, SideConstants side, int k, float& lo, float& hi) {
-  walk_knots(u, bins, bound, side, [&](int i, float knot) {
-    if (i == k) lo = knot;
-    if (i == k + 1) hi = knot;
-    return i <= k;
-  });
-}
-
-__device__ float knot_derivative(const float* ud, int bins, float edge, int i) {
-  return i == 0 || i == bins ? edge : add(static_cast<float>(kMinDerivative), softplus(ud[i - 1]));
-}
 
 // One bin of the spline, as the CPU's evaluate_bin<float, float>. Returns false on a negative
 // (or NaN) discriminant in reverse; y and log_abs_det are computed regardless.
@@ -164,20 +110,8 @@ __global__ void rational_quadratic_spline_kernel(const float* inputs, const floa
 void rational_quadratic_spline_forward_cuda(const float* inputs, const float* widths, const float* heights,
                                             const float* derivatives, float* outputs, float* log_abs_det, int64_t n,
                                             int bins, bool reverse, double tail_bound) {
-  VC_CHECK(bins >= 1, "rational_quadratic_spline: need at least one bin, got " << bins);
-  VC_CHECK(kMinBinWidth * bins <= 1.0 && kMinBinHeight * bins <= 1.0,
-           "rational_quadratic_spline: minimal bin size 1e-3 too large for " << bins << " bins");
+  const SplineParams p = cuda::spline_params("rational_quadratic_spline", bins, tail_bound);
   if (n <= 0) return;
-
-  SplineParams p{};
-  p.bins = bins;
-  p.bound = static_cast<float>(tail_bound);
-  p.tail_bound = tail_bound;
-  p.widths = {static_cast<float>(kMinBinWidth), static_cast<float>(1.0 - kMinBinWidth * bins)};
-  p.heights = {static_cast<float>(kMinBinHeight), static_cast<float>(1.0 - kMinBinHeight * bins)};
-  // The host's libm, as the CPU kernel computes it (float softplus of the float edge value).
-  const float edge = static_cast<float>(std::log(std::exp(1.0 - kMinDerivative) - 1.0));
-  p.edge_derivative = static_cast<float>(kMinDerivative) + (edge > 20.f ? edge : std::log1p(std::exp(edge)));
 
   // Only the reverse pass can fail; the forward needs no flag and no synchronisation.
   cuda::Scratch flag(reverse ? sizeof(long long) : 0, "rational_quadratic_spline first invalid element");

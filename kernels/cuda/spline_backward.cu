@@ -4,12 +4,9 @@
 // through the forward's exact operations (the reverse root included), then back through the knot
 // construction (pinned ends, cumulative sum, min-size map, softmax) and the softplus.
 //
-// Conventions shared with spline.cu (whose helpers are repeated here, and must stay in step):
-// every product and sum is explicitly rounded (__fmul_rn / __fadd_rn / __fsub_rn) as on the CPU
-// build (x86-64, no contraction), divisions and square roots are IEEE-rounded (nvcc's default
-// -prec-div / -prec-sqrt), the knots' cumulative sum runs in double, rounded to float at each
-// step. The bin is therefore the one the CUDA forward picked, and the result differs from the CPU
-// only through expf / logf / log1pf against the host's libm (an ulp or two).
+// The knots and the rounding come from spline_knots.cuh, as in the forward, so the bin is the one
+// the CUDA forward picked, and the result differs from the CPU only through expf / logf / log1pf
+// against the host's libm (an ulp or two).
 //
 // No per-thread arrays: the knots and softmax values are recomputed by streaming over the
 // element's unnormalised sizes (same operations, same order, bit-identical values); each
@@ -18,76 +15,25 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/spline_knots.cuh"
 #include "kernels/spline.h"
 
 namespace vitscuda::kernels {
 
 namespace {
 
-constexpr double kMinBinWidth = 1e-3, kMinBinHeight = 1e-3, kMinDerivative = 1e-3;
+using cuda::add;
+using cuda::knot_derivative;
+using cuda::knot_pair;
+using cuda::mul;
+using cuda::SideConstants;
+using cuda::softmax_stats;
+using cuda::SplineParams;
+using cuda::sub;
+using cuda::walk_knots;
 
-__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
-__device__ __forceinline__ float sub(float a, float b) { return __fsub_rn(a, b); }
-
-// ---------------------------------------------------------------- as in spline.cu
-struct SideConstants {
-  float min_size;       // static_cast<float>(min bin size)
-  float free_fraction;  // static_cast<float>(1 - min size * bins), computed in double
-};
-
-struct SplineParams {
-  int bins;
-  float bound;        // static_cast<float>(tail_bound): the knots' range
-  double tail_bound;  // the tails test compares in double, as the CPU does
-  SideConstants widths, heights;
-  float edge_derivative;  // min derivative + softplus(log(e^(1 - min) - 1)): the outer knots' slope
-};
-
-__device__ __forceinline__ float softplus(float x) {
-  return x > 20.f ? x : log1pf(expf(x));  // torch: beta 1, threshold 20
-}
 __device__ __forceinline__ float softplus_grad(float x) {
   return x > 20.f ? 1.f : 1.f / add(1.f, expf(-x));
-}
-
-// The softmax's max and reciprocal sum over one side's unnormalised sizes u, as the CPU forms
-// them; softmax_i = mul(expf(u_i - m), inv).
-__device__ __forceinline__ void softmax_stats(const float* u, int bins, float& m, float& inv) {
-  m = u[0];
-  for (int i = 1; i < bins; ++i) m = m < u[i] ? u[i] : m;  // std::max's choice, NaNs included
-  float s = 0.f;
-  for (int i = 0; i < bins; ++i) s = add(s, expf(u[i] - m));
-  inv = 1.f / s;
-}
-
-// Visits the knots 0..bins of one side in order (see spline.cu); visit(i, knot) returns false to
-// stop early.
-template <typename Visit>
-__device__ void walk_knots(const float* u, int bins, float bound, SideConstants side, Visit visit) {
-  float m, inv;
-  softmax_stats(u, bins, m, inv);
-  if (!visit(0, -bound)) return;
-  const float span = bound + bound;
-  double acc = 0.0;
-  for (int i = 0; i < bins; ++i) {
-    const float soft = mul(expf(u[i] - m), inv);
-    acc += static_cast<double>(add(side.min_size, mul(side.free_fraction, soft)));
-    const float knot = i + 1 == bins ? bound : sub(mul(span, static_cast<float>(acc)), bound);
-    if (!visit(i + 1, knot)) return;
-  }
-}
-
-__device__ void knot_pair(const float* u, int bins, float bound, SideConstants side, int k, float& lo, float& hi) {
-  walk_knots(u, bins, bound, side, [&](int i, float knot) {
-    if (i == k) lo = knot;
-    if (i == k + 1) hi = knot;
-    return i <= k;
-  });
-}
-
-__device__ float knot_derivative(const float* ud, int bins, float edge, int i) {
-  return i == 0 || i == bins ? edge : add(static_cast<float>(kMinDerivative), softplus(ud[i - 1]));
 }
 
 // ---------------------------------------------------------------- dual numbers
@@ -292,18 +238,8 @@ void rational_quadratic_spline_backward_cuda(const float* inputs, const float* w
                                              const float* d_log_abs_det, float* d_inputs, float* d_widths,
                                              float* d_heights, float* d_derivatives, int64_t n, int bins, bool reverse,
                                              double tail_bound) {
-  VC_CHECK(bins >= 1, "rational_quadratic_spline backward: need at least one bin, got " << bins);
+  const SplineParams p = cuda::spline_params("rational_quadratic_spline backward", bins, tail_bound);
   if (n <= 0 || !(d_inputs || d_widths || d_heights || d_derivatives)) return;
-
-  SplineParams p{};
-  p.bins = bins;
-  p.bound = static_cast<float>(tail_bound);
-  p.tail_bound = tail_bound;
-  p.widths = {static_cast<float>(kMinBinWidth), static_cast<float>(1.0 - kMinBinWidth * bins)};
-  p.heights = {static_cast<float>(kMinBinHeight), static_cast<float>(1.0 - kMinBinHeight * bins)};
-  // The host's libm, as the CPU kernel computes it (float softplus of the float edge value).
-  const float edge = static_cast<float>(std::log(std::exp(1.0 - kMinDerivative) - 1.0));
-  p.edge_derivative = static_cast<float>(kMinDerivative) + (edge > 20.f ? edge : std::log1p(std::exp(edge)));
 
   VC_LAUNCH(rational_quadratic_spline_backward_kernel, cuda::blocks_for(n, 256), 256, 0)
   (inputs, widths, heights, derivatives, d_outputs, d_log_abs_det, d_inputs, d_widths, d_heights, d_derivatives, n, p,
