@@ -17,7 +17,6 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "kernels/backend.h"
 #include "kernels/conv1d.h"
 #include "kernels/error.h"
 #include "model/mel.h"
@@ -28,25 +27,13 @@
 using namespace vitscuda;
 using vitscuda::testing::max_abs_diff;
 using vitscuda::testing::relative_l2;
+using vitscuda::testing::uniform_tensor;
 
 namespace {
 
 constexpr double kGradTolerance = 2e-5;
 // cuDNN's FFT and Winograd algorithms round differently again (~1e-5 relative).
 constexpr double kCudnnGradTolerance = 1e-4;
-
-#define REQUIRE_CUDA()                                                                   \
-  do {                                                                                   \
-    std::string vc_why_;                                                                 \
-    if (!kernels::cuda_device_available(&vc_why_)) GTEST_SKIP() << "no CUDA device: " << vc_why_; \
-  } while (0)
-
-Tensor random_tensor(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0) {
-  Tensor t = Tensor::empty(shape);
-  Rng rng(seed);
-  rng.fill_uniform(t, lo, hi);
-  return t;
-}
 
 Tensor leaf(const Tensor& t, Device device) {
   Tensor x = t.to(device).clone();
@@ -69,7 +56,7 @@ std::vector<Tensor> gradients(const Op& op, const std::vector<Tensor>& inputs, D
   {
     autograd::RecordingScope recording(tape);
     Tensor y = ops::add(op(leaves), op(leaves));
-    const Tensor r = random_tensor(y.shape(), seed).to(device);
+    const Tensor r = uniform_tensor(y.shape(), seed).to(device);
     loss = ops::linear(y.reshape({1, y.numel()}), r.reshape({1, r.numel()}), Tensor());
   }
   tape.backward(loss);
@@ -94,9 +81,9 @@ void check_backward(const std::string& name, const Op& op, const std::vector<Ten
 }
 
 TEST(CudaBackward, PointwiseBroadcastAndLayoutOps) {
-  REQUIRE_CUDA();
-  const Tensor x = random_tensor({2, 96, 131}, 1, -3.0, 3.0);
-  const Tensor pos = random_tensor({2, 96, 131}, 2, 0.1, 5.0);
+  VITSCUDA_REQUIRE_CUDA();
+  const Tensor x = uniform_tensor({2, 96, 131}, 1, -3.0, 3.0);
+  const Tensor pos = uniform_tensor({2, 96, 131}, 2, 0.1, 5.0);
   const std::map<std::string, std::function<Tensor(const Tensor&)>> unary = {
       {"relu", [](const Tensor& t) { return ops::relu(t); }},
       {"leaky_relu", [](const Tensor& t) { return ops::leaky_relu(t, 0.1); }},
@@ -110,7 +97,7 @@ TEST(CudaBackward, PointwiseBroadcastAndLayoutOps) {
   };
   for (const auto& [name, f] : unary) check_backward(name, [f = f](const std::vector<Tensor>& in) { return f(in[0]); }, {x});
   check_backward("log", [](const std::vector<Tensor>& in) { return ops::log(in[0]); }, {pos});
-  const Tensor mask = random_tensor({2, 1, 131}, 3), bias = random_tensor({96, 1}, 4), full = random_tensor({2, 96, 131}, 5);
+  const Tensor mask = uniform_tensor({2, 1, 131}, 3), bias = uniform_tensor({96, 1}, 4), full = uniform_tensor({2, 96, 131}, 5);
   for (const Tensor* b : {&full, &mask, &bias}) {
     const std::string s = shape_str(b->shape());
     check_backward("add " + s, [](const std::vector<Tensor>& in) { return ops::add(in[0], in[1]); }, {x, *b});
@@ -119,9 +106,9 @@ TEST(CudaBackward, PointwiseBroadcastAndLayoutOps) {
     check_backward("div " + s, [](const std::vector<Tensor>& in) { return ops::div(in[0], ops::add_scalar(in[1], 3.0)); },
                    {x, *b});
   }
-  const Tensor g2 = random_tensor({2, 192, 77}, 6, -2.0, 2.0);
+  const Tensor g2 = uniform_tensor({2, 192, 77}, 6, -2.0, 2.0);
   check_backward("gated_tanh_sigmoid", [](const std::vector<Tensor>& in) { return ops::gated_tanh_sigmoid(in[0]); }, {g2});
-  check_backward("softmax", [](const std::vector<Tensor>& in) { return ops::softmax(in[0]); }, {random_tensor({37, 211}, 7, -5, 5)});
+  check_backward("softmax", [](const std::vector<Tensor>& in) { return ops::softmax(in[0]); }, {uniform_tensor({37, 211}, 7, -5, 5)});
   check_backward("transpose", [](const std::vector<Tensor>& in) { return ops::transpose(in[0], 1, 2); }, {x});
   check_backward("narrow", [](const std::vector<Tensor>& in) { return ops::narrow(in[0], 1, 10, 50); }, {x});
   check_backward("cat", [](const std::vector<Tensor>& in) { return ops::cat({in[0], in[1]}, 1); }, {x, full});
@@ -130,25 +117,25 @@ TEST(CudaBackward, PointwiseBroadcastAndLayoutOps) {
 }
 
 TEST(CudaBackward, LinearMatmulEmbeddingGatherFrames) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   check_backward("linear",
                  [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); },
-                 {random_tensor({2, 57, 192}, 10), random_tensor({384, 192}, 11, -0.1, 0.1), random_tensor({384}, 12)});
+                 {uniform_tensor({2, 57, 192}, 10), uniform_tensor({384, 192}, 11, -0.1, 0.1), uniform_tensor({384}, 12)});
   check_backward("matmul", [](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1]); },
-                 {random_tensor({4, 33, 96}, 13), random_tensor({4, 96, 41}, 14)});
+                 {uniform_tensor({4, 33, 96}, 13), uniform_tensor({4, 96, 41}, 14)});
   std::vector<int32_t> ids;
   for (int i = 0; i < 2 * 45; ++i) ids.push_back((i * 7) % 31);  // repeated ids: their gradients add up
   check_backward("embedding", [ids](const std::vector<Tensor>& in) { return ops::embedding(in[0], ids, 2, 45); },
-                 {random_tensor({31, 192}, 15)});
+                 {uniform_tensor({31, 192}, 15)});
   std::vector<int32_t> index;
   for (int b = 0; b < 2; ++b)
     for (int f = 0; f < 160; ++f) index.push_back(b == 1 && f >= 120 ? -1 : f * 45 / 160);
   check_backward("gather_frames", [index](const std::vector<Tensor>& in) { return ops::gather_frames(in[0], index, 160); },
-                 {random_tensor({2, 192, 45}, 16)});
+                 {uniform_tensor({2, 192, 45}, 16)});
 }
 
 TEST(CudaBackward, ConvolutionsOnBothPaths) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   struct Case {
     const char* name;
     int B, Cin, T, Cout, K, stride, pl, pr, dil, groups;
@@ -169,8 +156,8 @@ TEST(CudaBackward, ConvolutionsOnBothPaths) {
                      [c](const std::vector<Tensor>& in) {
                        return ops::conv1d(in[0], in[1], in[2], c.stride, c.pl, c.pr, c.dil, c.groups);
                      },
-                     {random_tensor({c.B, c.Cin, c.T}, 20), random_tensor({c.Cout, c.Cin / c.groups, c.K}, 21, -0.2, 0.2),
-                      random_tensor({c.Cout}, 22)},
+                     {uniform_tensor({c.B, c.Cin, c.T}, 20), uniform_tensor({c.Cout, c.Cin / c.groups, c.K}, 21, -0.2, 0.2),
+                      uniform_tensor({c.Cout}, 22)},
                      path == kernels::Conv1dCudaPath::Auto ? kCudnnGradTolerance : kGradTolerance);
     }
   kernels::conv1d_set_cuda_path(saved);
@@ -178,31 +165,31 @@ TEST(CudaBackward, ConvolutionsOnBothPaths) {
     const int pad = (s[4] - s[5]) / 2;
     check_backward("conv_transpose1d K " + std::to_string(s[4]),
                    [s, pad](const std::vector<Tensor>& in) { return ops::conv_transpose1d(in[0], in[1], in[2], s[5], pad); },
-                   {random_tensor({s[0], s[1], s[2]}, 23), random_tensor({s[1], s[3], s[4]}, 24, -0.1, 0.1),
-                    random_tensor({s[3]}, 25)},
+                   {uniform_tensor({s[0], s[1], s[2]}, 23), uniform_tensor({s[1], s[3], s[4]}, 24, -0.1, 0.1),
+                    uniform_tensor({s[3]}, 25)},
                    kCudnnGradTolerance);
   }
 }
 
 TEST(CudaBackward, NormsAttentionAndSpline) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   check_backward("layer_norm", [](const std::vector<Tensor>& in) { return ops::layer_norm(in[0], in[1], in[2], 1e-5); },
-                 {random_tensor({2, 41, 192}, 30, -2, 2), random_tensor({192}, 31, 0.5, 1.5), random_tensor({192}, 32)});
+                 {uniform_tensor({2, 41, 192}, 30, -2, 2), uniform_tensor({192}, 31, 0.5, 1.5), uniform_tensor({192}, 32)});
   check_backward("layer_norm_channels",
                  [](const std::vector<Tensor>& in) { return ops::layer_norm_channels(in[0], in[1], in[2], 1e-4); },
-                 {random_tensor({2, 192, 41}, 33, -2, 2), random_tensor({192}, 34, 0.5, 1.5), random_tensor({192}, 35)});
+                 {uniform_tensor({2, 192, 41}, 33, -2, 2), uniform_tensor({192}, 34, 0.5, 1.5), uniform_tensor({192}, 35)});
   check_backward("weight_norm", [](const std::vector<Tensor>& in) { return ops::weight_norm(in[0], in[1]); },
-                 {random_tensor({64, 1, 1}, 36, 0.2, 2.0), random_tensor({64, 32, 7}, 37)});
+                 {uniform_tensor({64, 1, 1}, 36, 0.2, 2.0), uniform_tensor({64, 32, 7}, 37)});
   const int64_t B = 2, H = 2, T = 47, D = 16;
   Tensor mask = Tensor::zeros({B, T});
   for (int64_t t = 0; t < T; ++t) mask.data<float>()[t] = 1.0f;
   for (int64_t t = 0; t < 30; ++t) mask.data<float>()[T + t] = 1.0f;
   for (int window : {4, 0}) {
-    std::vector<Tensor> in = {random_tensor({B, H, T, D}, 38), random_tensor({B, H, T, D}, 39),
-                              random_tensor({B, H, T, D}, 40)};
+    std::vector<Tensor> in = {uniform_tensor({B, H, T, D}, 38), uniform_tensor({B, H, T, D}, 39),
+                              uniform_tensor({B, H, T, D}, 40)};
     if (window > 0) {
-      in.push_back(random_tensor({1, 2 * window + 1, D}, 41));
-      in.push_back(random_tensor({1, 2 * window + 1, D}, 42));
+      in.push_back(uniform_tensor({1, 2 * window + 1, D}, 41));
+      in.push_back(uniform_tensor({1, 2 * window + 1, D}, 42));
     }
     check_backward("relative_attention window " + std::to_string(window),
                    [mask, window](const std::vector<Tensor>& v) {
@@ -219,18 +206,18 @@ TEST(CudaBackward, NormsAttentionAndSpline) {
                      auto [y, ld] = ops::rational_quadratic_spline(v[0], v[1], v[2], v[3], reverse, 5.0);
                      return ops::add(y, ld);
                    },
-                   {random_tensor({n}, 43, -6, 6), random_tensor({n, bins}, 44, -1, 1), random_tensor({n, bins}, 45, -1, 1),
-                    random_tensor({n, bins - 1}, 46, -1, 1)},
+                   {uniform_tensor({n}, 43, -6, 6), uniform_tensor({n, bins}, 44, -1, 1), uniform_tensor({n, bins}, 45, -1, 1),
+                    uniform_tensor({n, bins - 1}, 46, -1, 1)},
                    1e-4);  // the log-determinant's conditioning amplifies libm ulps (see the forward test)
 }
 
 TEST(CudaBackward, LogMelAndMaskedL1) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   model::MelConfig mc;  // the VITS loss: n_fft 1024, hop 256, 80 mels at 16 kHz
   const model::MelSpectrogram mel(mc);
-  const Tensor wave = random_tensor({2, 256 * 24}, 50, -0.5, 0.5);
+  const Tensor wave = uniform_tensor({2, 256 * 24}, 50, -0.5, 0.5);
   check_backward("log_mel", [&mel](const std::vector<Tensor>& in) { return mel.log_mel(in[0]); }, {wave}, 1e-4);
-  const Tensor target = random_tensor({2, 80, 24}, 51, -5, 1);
+  const Tensor target = uniform_tensor({2, 80, 24}, 51, -5, 1);
   Tensor mask = Tensor::zeros({2, 1, 24});
   for (int t = 0; t < 24; ++t) mask.data<float>()[t] = 1.0f;
   for (int t = 0; t < 17; ++t) mask.data<float>()[24 + t] = 1.0f;
@@ -238,14 +225,14 @@ TEST(CudaBackward, LogMelAndMaskedL1) {
                  [mask](const std::vector<Tensor>& in) {
                    return model::masked_l1_loss(in[0], in[1], mask.to(in[0].device())).reshape({1});
                  },
-                 {random_tensor({2, 80, 24}, 52, -5, 1), target});
+                 {uniform_tensor({2, 80, 24}, 52, -5, 1), target});
 }
 
 // One trainer update of the tiny fixture model on both devices: the same loss, gradient norm and
 // parameter change (AdamW's normalised step makes the update sensitive only where a gradient is
 // near zero, so the updates are compared in relative L2).
 TEST(CudaTraining, OneUpdateMatchesTheCpu) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   std::vector<model::TrainingItem> batch(2);
   Rng rng(5);
   for (size_t b = 0; b < batch.size(); ++b) {

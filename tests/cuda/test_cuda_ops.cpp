@@ -18,7 +18,6 @@
 #include "engine/device_allocator.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "kernels/backend.h"
 #include "kernels/conv1d.h"
 #include "kernels/device.h"
 #include "kernels/error.h"
@@ -27,6 +26,7 @@
 using namespace vitscuda;
 using vitscuda::testing::max_abs_diff;
 using vitscuda::testing::relative_l2;
+using vitscuda::testing::uniform_tensor;
 
 namespace {
 
@@ -35,19 +35,6 @@ constexpr double kReduction = 2e-5;
 // cuDNN may choose an FFT or Winograd algorithm, whose fp32 error reaches ~1e-5 relative: 1e-4 still
 // catches any wrong padding, dilation or channel mapping (O(1) errors).
 constexpr double kCudnn = 1e-4;
-
-#define REQUIRE_CUDA()                                                                   \
-  do {                                                                                   \
-    std::string vc_why_;                                                                 \
-    if (!kernels::cuda_device_available(&vc_why_)) GTEST_SKIP() << "no CUDA device: " << vc_why_; \
-  } while (0)
-
-Tensor random_tensor(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0) {
-  Tensor t = Tensor::empty(shape);
-  Rng rng(seed);
-  rng.fill_uniform(t, lo, hi);
-  return t;
-}
 
 Tensor cuda(const Tensor& t) { return t.defined() ? t.to(Device::CUDA) : Tensor(); }
 
@@ -84,8 +71,8 @@ void expect_close(const Tensor& gpu, const Tensor& cpu, const std::string& what,
 }
 
 TEST(CudaTensor, RoundTripZerosFillCloneAndDeviceErrors) {
-  REQUIRE_CUDA();
-  const Tensor h = random_tensor({3, 5, 7}, 1);
+  VITSCUDA_REQUIRE_CUDA();
+  const Tensor h = uniform_tensor({3, 5, 7}, 1);
   const Tensor d = h.to(Device::CUDA);
   EXPECT_EQ(d.device(), Device::CUDA);
   EXPECT_EQ(max_abs_diff(d.to(Device::CPU), h), 0.0);
@@ -108,7 +95,7 @@ TEST(CudaTensor, RoundTripZerosFillCloneAndDeviceErrors) {
 }
 
 TEST(CudaAllocator, TracksLiveAndPeakReusesBlocksAndEnforcesTheBudget) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   DeviceAllocator& alloc = DeviceAllocator::instance();
   kernels::device_synchronize();
   alloc.empty_cache();
@@ -144,7 +131,7 @@ TEST(CudaAllocator, TracksLiveAndPeakReusesBlocksAndEnforcesTheBudget) {
 }
 
 TEST(CudaRandom, NormalAndUniformDrawsEqualTheCpuStream) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   for (uint64_t offset : {uint64_t(0), uint64_t(12345)}) {
     Rng cpu_rng(7), gpu_rng(7);
     cpu_rng.set_offset(offset);
@@ -163,9 +150,9 @@ TEST(CudaRandom, NormalAndUniformDrawsEqualTheCpuStream) {
 }
 
 TEST(CudaElementwise, UnaryOpsMatchTheCpu) {
-  REQUIRE_CUDA();
-  const Tensor x = random_tensor({4, 192, 333}, 2, -4.0, 4.0);
-  const Tensor pos = random_tensor({4, 192, 333}, 3, 1e-3, 30.0);
+  VITSCUDA_REQUIRE_CUDA();
+  const Tensor x = uniform_tensor({4, 192, 333}, 2, -4.0, 4.0);
+  const Tensor pos = uniform_tensor({4, 192, 333}, 3, 1e-3, 30.0);
   const Tensor dx = cuda(x), dpos = cuda(pos);
   expect_pointwise(ops::relu(dx), ops::relu(x), "relu");
   expect_pointwise(ops::leaky_relu(dx, 0.1), ops::leaky_relu(x, 0.1), "leaky_relu");
@@ -184,13 +171,13 @@ TEST(CudaElementwise, UnaryOpsMatchTheCpu) {
 }
 
 TEST(CudaElementwise, BroadcastingBinaryOpsAreExact) {
-  REQUIRE_CUDA();
-  const Tensor a = random_tensor({4, 192, 333}, 4);
-  const Tensor b_full = random_tensor({4, 192, 333}, 5, 0.5, 2.0);
-  const Tensor mask = random_tensor({4, 1, 333}, 6, 0.5, 2.0);
-  const Tensor bias = random_tensor({192, 1}, 7, 0.5, 2.0);
+  VITSCUDA_REQUIRE_CUDA();
+  const Tensor a = uniform_tensor({4, 192, 333}, 4);
+  const Tensor b_full = uniform_tensor({4, 192, 333}, 5, 0.5, 2.0);
+  const Tensor mask = uniform_tensor({4, 1, 333}, 6, 0.5, 2.0);
+  const Tensor bias = uniform_tensor({192, 1}, 7, 0.5, 2.0);
   const Tensor scalar = Tensor::full({1}, 3.0);
-  const Tensor row = random_tensor({1, 1, 333}, 8, 0.5, 2.0);
+  const Tensor row = uniform_tensor({1, 1, 333}, 8, 0.5, 2.0);
   for (const Tensor* b : {&b_full, &mask, &bias, &scalar, &row}) {
     const std::string shape = shape_str(b->shape());
     const Tensor da = cuda(a), db = cuda(*b);
@@ -202,19 +189,19 @@ TEST(CudaElementwise, BroadcastingBinaryOpsAreExact) {
 }
 
 TEST(CudaElementwise, GateSoftmaxAndLayoutOps) {
-  REQUIRE_CUDA();
-  const Tensor x = random_tensor({2, 384, 257}, 9, -3.0, 3.0);
+  VITSCUDA_REQUIRE_CUDA();
+  const Tensor x = uniform_tensor({2, 384, 257}, 9, -3.0, 3.0);
   const Tensor dx = cuda(x);
   expect_pointwise(ops::gated_tanh_sigmoid(dx), ops::gated_tanh_sigmoid(x), "gated_tanh_sigmoid");
-  const Tensor logits = random_tensor({64, 301}, 10, -20.0, 20.0);
+  const Tensor logits = uniform_tensor({64, 301}, 10, -20.0, 20.0);
   expect_pointwise(ops::softmax(cuda(logits)), ops::softmax(logits), "softmax");
   expect_exact(ops::transpose(dx, 1, 2), ops::transpose(x, 1, 2), "transpose(1, 2)");
-  const Tensor x4 = random_tensor({2, 37, 2, 96}, 11);
+  const Tensor x4 = uniform_tensor({2, 37, 2, 96}, 11);
   expect_exact(ops::transpose(cuda(x4), 1, 2), ops::transpose(x4, 1, 2), "transpose 4-d (1, 2)");
   expect_exact(ops::transpose(cuda(x4), 0, 3), ops::transpose(x4, 0, 3), "transpose 4-d (0, 3)");
   expect_exact(ops::narrow(dx, 1, 100, 192), ops::narrow(x, 1, 100, 192), "narrow");
   expect_exact(ops::narrow(dx, 2, 5, 40), ops::narrow(x, 2, 5, 40), "narrow last dim");
-  const Tensor y = random_tensor({2, 96, 257}, 12);
+  const Tensor y = uniform_tensor({2, 96, 257}, 12);
   expect_exact(ops::cat({dx, cuda(y)}, 1), ops::cat({x, y}, 1), "cat");
   expect_exact(ops::flip(dx, 1), ops::flip(x, 1), "flip");
   expect_exact(ops::sum(dx, 1, true), ops::sum(x, 1, true), "sum over channels");
@@ -222,20 +209,20 @@ TEST(CudaElementwise, GateSoftmaxAndLayoutOps) {
 }
 
 TEST(CudaNn, LinearMatmulEmbeddingAndGatherFrames) {
-  REQUIRE_CUDA();
-  const Tensor x = random_tensor({3, 141, 192}, 13);
-  const Tensor w = random_tensor({768, 192}, 14, -0.1, 0.1);
-  const Tensor b = random_tensor({768}, 15);
+  VITSCUDA_REQUIRE_CUDA();
+  const Tensor x = uniform_tensor({3, 141, 192}, 13);
+  const Tensor w = uniform_tensor({768, 192}, 14, -0.1, 0.1);
+  const Tensor b = uniform_tensor({768}, 15);
   expect_close(ops::linear(cuda(x), cuda(w), cuda(b)), ops::linear(x, w, b), "linear with bias");
   expect_close(ops::linear(cuda(x), cuda(w), Tensor()), ops::linear(x, w, Tensor()), "linear without bias");
-  const Tensor a = random_tensor({4, 37, 96}, 16), m = random_tensor({4, 96, 53}, 17);
+  const Tensor a = uniform_tensor({4, 37, 96}, 16), m = uniform_tensor({4, 96, 53}, 17);
   expect_close(ops::matmul(cuda(a), cuda(m)), ops::matmul(a, m), "batched matmul");
-  const Tensor table = random_tensor({178, 192}, 18);
+  const Tensor table = uniform_tensor({178, 192}, 18);
   std::vector<int32_t> ids;
   for (int i = 0; i < 2 * 57; ++i) ids.push_back((i * 37) % 178);
   expect_exact(ops::embedding(cuda(table), ids, 2, 57), ops::embedding(table, ids, 2, 57), "embedding");
   EXPECT_THROW(ops::embedding(cuda(table), std::vector<int32_t>{0, 178}, 1, 2), Error);
-  const Tensor means = random_tensor({2, 192, 57}, 19);
+  const Tensor means = uniform_tensor({2, 192, 57}, 19);
   std::vector<int32_t> index;
   for (int b2 = 0; b2 < 2; ++b2)
     for (int f = 0; f < 200; ++f) index.push_back(b2 == 1 && f >= 150 ? -1 : f * 57 / 200);
@@ -248,7 +235,7 @@ struct ConvCase {
 };
 
 TEST(CudaNn, Conv1dMatchesTheCpuOnBothPaths) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   const ConvCase cases[] = {
       {"decoder conv_pre", 1, 192, 125, 512, 7, 1, 3, 3, 1, 1},
       {"resblock k11 dilation 5", 2, 64, 1003, 64, 11, 1, 25, 25, 5, 1},
@@ -262,9 +249,9 @@ TEST(CudaNn, Conv1dMatchesTheCpuOnBothPaths) {
   };
   const kernels::Conv1dCudaPath saved = kernels::conv1d_cuda_path();
   for (const ConvCase& c : cases) {
-    const Tensor x = random_tensor({c.B, c.Cin, c.T}, 20);
-    const Tensor w = random_tensor({c.Cout, c.Cin / c.groups, c.K}, 21, -0.2, 0.2);
-    const Tensor b = random_tensor({c.Cout}, 22);
+    const Tensor x = uniform_tensor({c.B, c.Cin, c.T}, 20);
+    const Tensor w = uniform_tensor({c.Cout, c.Cin / c.groups, c.K}, 21, -0.2, 0.2);
+    const Tensor b = uniform_tensor({c.Cout}, 22);
     const Tensor ref = ops::conv1d(x, w, b, c.stride, c.pad_left, c.pad_right, c.dilation, c.groups);
     for (auto path : {kernels::Conv1dCudaPath::Auto, kernels::Conv1dCudaPath::Im2colGemm}) {
       kernels::conv1d_set_cuda_path(path);
@@ -277,7 +264,7 @@ TEST(CudaNn, Conv1dMatchesTheCpuOnBothPaths) {
 }
 
 TEST(CudaNn, ConvTranspose1dMatchesTheCpuAtTheUpsamplerShapes) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   const int shapes[][6] = {
       // B, Cin, T, Cout, K, stride  (padding (K - stride) / 2 as HiFi-GAN)
       {1, 512, 63, 256, 16, 8}, {2, 256, 101, 128, 16, 8}, {1, 128, 400, 64, 4, 2}, {2, 64, 333, 32, 4, 2},
@@ -285,37 +272,37 @@ TEST(CudaNn, ConvTranspose1dMatchesTheCpuAtTheUpsamplerShapes) {
   };
   for (const auto& s : shapes) {
     const int pad = (s[4] - s[5]) / 2;
-    const Tensor x = random_tensor({s[0], s[1], s[2]}, 23);
-    const Tensor w = random_tensor({s[1], s[3], s[4]}, 24, -0.1, 0.1);
-    const Tensor b = random_tensor({s[3]}, 25);
+    const Tensor x = uniform_tensor({s[0], s[1], s[2]}, 23);
+    const Tensor w = uniform_tensor({s[1], s[3], s[4]}, 24, -0.1, 0.1);
+    const Tensor b = uniform_tensor({s[3]}, 25);
     expect_close(ops::conv_transpose1d(cuda(x), cuda(w), cuda(b), s[5], pad), ops::conv_transpose1d(x, w, b, s[5], pad),
                  "conv_transpose1d Cin " + std::to_string(s[1]) + " K " + std::to_string(s[4]), kCudnn);
   }
 }
 
 TEST(CudaNn, LayerNormsAndWeightNorm) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   // Offset, large-ish values: a one-pass variance would lose digits here.
-  const Tensor x = ops::add_scalar(random_tensor({3, 141, 192}, 26, -2.0, 2.0), 50.0);
-  const Tensor g = random_tensor({192}, 27, 0.5, 1.5), be = random_tensor({192}, 28);
+  const Tensor x = ops::add_scalar(uniform_tensor({3, 141, 192}, 26, -2.0, 2.0), 50.0);
+  const Tensor g = uniform_tensor({192}, 27, 0.5, 1.5), be = uniform_tensor({192}, 28);
   expect_close(ops::layer_norm(cuda(x), cuda(g), cuda(be), 1e-5), ops::layer_norm(x, g, be, 1e-5), "layer_norm", 1e-5);
-  const Tensor xc = ops::add_scalar(random_tensor({3, 192, 141}, 29, -2.0, 2.0), 50.0);
+  const Tensor xc = ops::add_scalar(uniform_tensor({3, 192, 141}, 29, -2.0, 2.0), 50.0);
   expect_close(ops::layer_norm_channels(cuda(xc), cuda(g), cuda(be), 1e-4),
                ops::layer_norm_channels(xc, g, be, 1e-4), "layer_norm_channels", 1e-5);
-  const Tensor v = random_tensor({512, 192, 7}, 30), gn = random_tensor({512, 1, 1}, 31, 0.1, 2.0);
+  const Tensor v = uniform_tensor({512, 192, 7}, 30), gn = uniform_tensor({512, 1, 1}, 31, 0.1, 2.0);
   expect_close(ops::weight_norm(cuda(gn), cuda(v)), ops::weight_norm(gn, v), "weight_norm", 1e-6);
 }
 
 TEST(CudaAttention, WindowedRelativeAttentionWithPaddingMatchesTheCpu) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   const int64_t B = 2, H = 2, T = 151, D = 96;
   for (int window : {4, 0}) {
-    const Tensor q = random_tensor({B, H, T, D}, 32), k = random_tensor({B, H, T, D}, 33),
-                 v = random_tensor({B, H, T, D}, 34);
+    const Tensor q = uniform_tensor({B, H, T, D}, 32), k = uniform_tensor({B, H, T, D}, 33),
+                 v = uniform_tensor({B, H, T, D}, 34);
     Tensor ek, ev;
     if (window > 0) {
-      ek = random_tensor({1, 2 * window + 1, D}, 35);
-      ev = random_tensor({1, 2 * window + 1, D}, 36);
+      ek = uniform_tensor({1, 2 * window + 1, D}, 35);
+      ev = uniform_tensor({1, 2 * window + 1, D}, 36);
     }
     Tensor mask = Tensor::zeros({B, T});
     for (int64_t t = 0; t < T; ++t) mask.data<float>()[t] = 1.0f;  // item 0 full, item 1 padded after 90
@@ -327,13 +314,13 @@ TEST(CudaAttention, WindowedRelativeAttentionWithPaddingMatchesTheCpu) {
 }
 
 TEST(CudaSpline, RationalQuadraticSplineBothDirectionsAndTails) {
-  REQUIRE_CUDA();
+  VITSCUDA_REQUIRE_CUDA();
   const int64_t n = 3000;
   const int bins = 10;
   const double bound = 5.0;
-  const Tensor x = random_tensor({n}, 37, -6.0, 6.0);  // about a sixth falls in the linear tails
-  const Tensor w = random_tensor({n, bins}, 38, -2.0, 2.0), h = random_tensor({n, bins}, 39, -2.0, 2.0),
-               d = random_tensor({n, bins - 1}, 40, -2.0, 2.0);
+  const Tensor x = uniform_tensor({n}, 37, -6.0, 6.0);  // about a sixth falls in the linear tails
+  const Tensor w = uniform_tensor({n, bins}, 38, -2.0, 2.0), h = uniform_tensor({n, bins}, 39, -2.0, 2.0),
+               d = uniform_tensor({n, bins - 1}, 40, -2.0, 2.0);
   for (bool reverse : {false, true}) {
     auto [y_ref, ld_ref] = ops::rational_quadratic_spline(x, w, h, d, reverse, bound);
     auto [y, ld] = ops::rational_quadratic_spline(cuda(x), cuda(w), cuda(h), cuda(d), reverse, bound);

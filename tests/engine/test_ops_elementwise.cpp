@@ -33,6 +33,8 @@
 namespace vitscuda {
 namespace {
 
+using testing::normal_tensor;
+
 // ------------------------------------------------------------------ helpers
 
 Tensor requiring_grad(Tensor t) {
@@ -60,18 +62,10 @@ double weighted_sum_value(const Tensor& y, const Tensor& r) {
   return s;
 }
 
-Tensor random_tensor(const Shape& shape, uint32_t seed, double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
-  for (double& x : v) x = normal(gen);
-  return Tensor::from_vector(v, shape);
-}
-
 // Random values at least `gap` away from every point in `kinks`.
 Tensor random_away_from(const Shape& shape, uint32_t seed, double scale, const std::vector<double>& kinks,
                         double gap = 1e-3) {
-  Tensor t = random_tensor(shape, seed, scale);
+  Tensor t = normal_tensor(shape, seed, scale);
   for (int64_t i = 0; i < t.numel(); ++i) {
     double& x = t.data<double>()[i];
     for (double k : kinks)
@@ -110,7 +104,7 @@ using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
 // `inputs` are f64; each gets its own fresh gradient slot.
 void check_gradients(const std::string& what, std::vector<Tensor> inputs, const OpFn& f, uint32_t seed = 99) {
   SCOPED_TRACE(what);
-  const Tensor r = random_tensor(f(inputs).shape(), seed);
+  const Tensor r = normal_tensor(f(inputs).shape(), seed);
   std::vector<Tensor> tracked;
   for (const Tensor& t : inputs) tracked.push_back(requiring_grad(t.clone()));
   {
@@ -314,7 +308,7 @@ double broadcast_at(const Tensor& t, const std::vector<int64_t>& idx) {
 
 // Keeps divisors away from 0.
 Tensor divisor(const Shape& shape, uint32_t seed) {
-  Tensor b = random_tensor(shape, seed);
+  Tensor b = normal_tensor(shape, seed);
   for (int64_t i = 0; i < b.numel(); ++i) {
     double& v = b.data<double>()[i];
     v = v < 0 ? v - 0.5 : v + 0.5;
@@ -326,7 +320,7 @@ TEST(OpsElementwise, BinaryForwardsBroadcastLikeNumPy) {
   for (const BinaryCase& c : binary_cases())
     for (const auto& [sa, sb] : kBroadcastShapes) {
       SCOPED_TRACE(c.name + " " + shape_str(sa) + " " + shape_str(sb));
-      const Tensor a = random_tensor(sa, 1), b = divisor(sb, 2);
+      const Tensor a = normal_tensor(sa, 1), b = divisor(sb, 2);
       const Tensor y = c.op(a, b);
       const Shape out = broadcast_shape(sa, sb);
       ASSERT_EQ(y.shape(), out);
@@ -345,7 +339,7 @@ TEST(OpsElementwise, BinaryBackwardsMatchFiniteDifferences) {
   for (const BinaryCase& c : binary_cases())
     for (size_t s = 0; s < 8; ++s) {  // the small shapes
       const auto& [sa, sb] = kBroadcastShapes[s];
-      check_gradients(c.name + " " + shape_str(sa) + " " + shape_str(sb), {random_tensor(sa, 3), divisor(sb, 4)},
+      check_gradients(c.name + " " + shape_str(sa) + " " + shape_str(sb), {normal_tensor(sa, 3), divisor(sb, 4)},
                       [&c](const std::vector<Tensor>& in) { return c.op(in[0], in[1]); });
     }
 }
@@ -356,8 +350,8 @@ TEST(OpsElementwise, LargeBroadcastGradientsSumOverBroadcastDimensions) {
   for (size_t s = 8; s < kBroadcastShapes.size(); ++s) {
     const auto& [sa, sb] = kBroadcastShapes[s];
     SCOPED_TRACE(shape_str(sa) + " " + shape_str(sb));
-    Tensor a = requiring_grad(random_tensor(sa, 5)), b = requiring_grad(random_tensor(sb, 6));
-    const Tensor r = random_tensor(sa, 7);
+    Tensor a = requiring_grad(normal_tensor(sa, 5)), b = requiring_grad(normal_tensor(sb, 6));
+    const Tensor r = normal_tensor(sa, 7);
     {
       autograd::Tape tape;
       autograd::RecordingScope recording(tape);
@@ -397,8 +391,8 @@ TEST(OpsElementwise, BinaryOperandChecks) {
 
 // Only the inputs that need a gradient get one; the other's slot stays untouched.
 TEST(OpsElementwise, BinaryGradientOnlyWhereRequested) {
-  Tensor a = requiring_grad(random_tensor({3, 4}, 1));
-  const Tensor b = divisor({4}, 2), r = random_tensor({3, 4}, 3);
+  Tensor a = requiring_grad(normal_tensor({3, 4}, 1));
+  const Tensor b = divisor({4}, 2), r = normal_tensor({3, 4}, 3);
   autograd::Tape tape;
   {
     autograd::RecordingScope recording(tape);
@@ -413,7 +407,7 @@ TEST(OpsElementwise, BinaryGradientOnlyWhereRequested) {
 // ------------------------------------------------------------------ gate, softmax
 
 TEST(OpsElementwise, GatedTanhSigmoid) {
-  const Tensor x = random_tensor({2, 6, 5}, 21, 1.5);
+  const Tensor x = normal_tensor({2, 6, 5}, 21, 1.5);
   const Tensor y = ops::gated_tanh_sigmoid(x);
   ASSERT_EQ(y.shape(), (Shape{2, 3, 5}));
   for (int64_t b = 0; b < 2; ++b)
@@ -428,7 +422,7 @@ TEST(OpsElementwise, GatedTanhSigmoid) {
 }
 
 TEST(OpsElementwise, SoftmaxOverTheLastDimension) {
-  Tensor x = random_tensor({3, 4, 6}, 31, 3.0);
+  Tensor x = normal_tensor({3, 4, 6}, 31, 3.0);
   x.data<double>()[0] = 800.0;  // exp would overflow without subtracting the row maximum
   const Tensor y = ops::softmax(x);
   for (int64_t r = 0; r < 12; ++r) {
@@ -446,7 +440,7 @@ TEST(OpsElementwise, SoftmaxOverTheLastDimension) {
 // ------------------------------------------------------------------ layout
 
 TEST(OpsElementwise, TransposeNarrowFlipCopyTheRightElements) {
-  const Tensor x = random_tensor({2, 3, 4, 5}, 41);
+  const Tensor x = normal_tensor({2, 3, 4, 5}, 41);
   for (const auto& [d0, d1] : std::vector<std::pair<int, int>>{{0, 2}, {1, 3}, {-1, -2}, {2, 2}, {3, 0}}) {
     SCOPED_TRACE("transpose " + std::to_string(d0) + " " + std::to_string(d1));
     const Tensor y = ops::transpose(x, d0, d1);
@@ -459,7 +453,7 @@ TEST(OpsElementwise, TransposeNarrowFlipCopyTheRightElements) {
       std::swap(t[a], t[b]);
       EXPECT_EQ(at(y, t), at(x, idx));
     });
-    check_gradients("transpose", {random_tensor({2, 3, 2, 3}, 42)},
+    check_gradients("transpose", {normal_tensor({2, 3, 2, 3}, 42)},
                     [d0 = d0, d1 = d1](const std::vector<Tensor>& in) { return ops::transpose(in[0], d0, d1); });
   }
   for (int dim = 0; dim < 4; ++dim) {
@@ -477,9 +471,9 @@ TEST(OpsElementwise, TransposeNarrowFlipCopyTheRightElements) {
         EXPECT_EQ(at(n, s), at(x, idx));
       }
     });
-    check_gradients("narrow", {random_tensor({2, 3, 4, 3}, 43)},
+    check_gradients("narrow", {normal_tensor({2, 3, 4, 3}, 43)},
                     [dim](const std::vector<Tensor>& in) { return ops::narrow(in[0], dim, 1, in[0].dim(dim) - 1); });
-    check_gradients("flip", {random_tensor({2, 3, 4, 3}, 44)},
+    check_gradients("flip", {normal_tensor({2, 3, 4, 3}, 44)},
                     [dim](const std::vector<Tensor>& in) { return ops::flip(in[0], dim); });
   }
   std::string msg = error_of([&] { ops::narrow(x, 2, 3, 2); });
@@ -497,7 +491,7 @@ TEST(OpsElementwise, CatJoinsAlongADimensionAndSplitsTheGradient) {
     for (int64_t len : {2, 1, 3}) {
       Shape s = {2, 3, 4};
       s[d] = len;
-      parts.push_back(random_tensor(s, static_cast<uint32_t>(50 + len)));
+      parts.push_back(normal_tensor(s, static_cast<uint32_t>(50 + len)));
     }
     const Tensor y = ops::cat(parts, dim);
     Shape expected = {2, 3, 4};
@@ -515,8 +509,8 @@ TEST(OpsElementwise, CatJoinsAlongADimensionAndSplitsTheGradient) {
     check_gradients("cat", parts, [dim](const std::vector<Tensor>& in) { return ops::cat(in, dim); });
   }
   // Parts that need no gradient are skipped, the others still get theirs.
-  Tensor a = requiring_grad(random_tensor({2, 2}, 61));
-  const Tensor b = random_tensor({2, 3}, 62), r = random_tensor({2, 5}, 63);
+  Tensor a = requiring_grad(normal_tensor({2, 2}, 61));
+  const Tensor b = normal_tensor({2, 3}, 62), r = normal_tensor({2, 5}, 63);
   {
     autograd::Tape tape;
     autograd::RecordingScope recording(tape);
@@ -530,7 +524,7 @@ TEST(OpsElementwise, CatJoinsAlongADimensionAndSplitsTheGradient) {
 }
 
 TEST(OpsElementwise, SumOverOneDimension) {
-  const Tensor x = random_tensor({2, 3, 4}, 71);
+  const Tensor x = normal_tensor({2, 3, 4}, 71);
   for (int dim : {0, 1, 2, -1})
     for (bool keepdim : {false, true}) {
       SCOPED_TRACE("sum dim " + std::to_string(dim) + (keepdim ? " keepdim" : ""));
@@ -555,7 +549,7 @@ TEST(OpsElementwise, SumOverOneDimension) {
 
 // A chain through several of these ops, with inputs used twice: gradients add up.
 TEST(OpsElementwise, ChainOfOpsMatchesFiniteDifferences) {
-  check_gradients("chain", {random_tensor({2, 4, 5}, 81), random_tensor({2, 1, 5}, 82, 0.5)},
+  check_gradients("chain", {normal_tensor({2, 4, 5}, 81), normal_tensor({2, 1, 5}, 82, 0.5)},
                   [](const std::vector<Tensor>& in) {
                     const Tensor& x = in[0];
                     const Tensor& m = in[1];
@@ -710,9 +704,9 @@ TEST(OpsAttention, GradientsMatchFiniteDifferences) {
     mask[B * T - 2] = 0.0;
     const Tensor key_mask = Tensor::from_vector(mask, {B, T});
     check_gradients("relative_attention T=" + std::to_string(T),
-                    {random_tensor({B, H, T, D}, 91, 0.8), random_tensor({B, H, T, D}, 92, 0.8),
-                     random_tensor({B, H, T, D}, 93), random_tensor({1, 2 * W + 1, D}, 94, 0.8),
-                     random_tensor({1, 2 * W + 1, D}, 95)},
+                    {normal_tensor({B, H, T, D}, 91, 0.8), normal_tensor({B, H, T, D}, 92, 0.8),
+                     normal_tensor({B, H, T, D}, 93), normal_tensor({1, 2 * W + 1, D}, 94, 0.8),
+                     normal_tensor({1, 2 * W + 1, D}, 95)},
                     [&](const std::vector<Tensor>& in) {
                       return ops::relative_attention(in[0], in[1], in[2], in[3], in[4], key_mask, W);
                     });
@@ -772,8 +766,8 @@ TEST(OpsSpline, GradientsOfBothOutputsMatchFiniteDifferences) {
     const int bins = 4;
     Tensor x = random_away_from({n}, 101, 2.5, {-3.0, 3.0});
     check_gradients(std::string("spline ") + (reverse ? "reverse" : "forward"),
-                    {x, random_tensor({n, bins}, 102, 0.7), random_tensor({n, bins}, 103, 0.7),
-                     random_tensor({n, bins - 1}, 104, 0.7)},
+                    {x, normal_tensor({n, bins}, 102, 0.7), normal_tensor({n, bins}, 103, 0.7),
+                     normal_tensor({n, bins - 1}, 104, 0.7)},
                     [reverse](const std::vector<Tensor>& in) {
                       auto [y, logdet] = ops::rational_quadratic_spline(in[0], in[1], in[2], in[3], reverse, 3.0);
                       return ops::cat({y, logdet}, 0);

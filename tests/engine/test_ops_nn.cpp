@@ -27,6 +27,8 @@
 namespace vitscuda {
 namespace {
 
+using testing::normal_tensor;
+
 // ------------------------------------------------------------------ reference data
 
 using Array = testing::CaseArray;
@@ -76,14 +78,6 @@ Tensor weighted_sum(const Tensor& y, const Tensor& r) {
 }
 
 double scalar_value(const Tensor& t) { return t.to(DType::F64).data<double>()[0]; }
-
-Tensor random_tensor(const Shape& shape, uint32_t seed, double scale = 1.0) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
-  for (double& x : v) x = normal(gen);
-  return Tensor::from_vector(v, shape);
-}
 
 // max|a - b| / max|b|.
 double relative_error(const Tensor& a, const Tensor& b) {
@@ -239,7 +233,7 @@ TEST(OpsNn, ErrorsNameTheOpAndTheShapes) {
 }
 
 TEST(OpsNn, EmbeddingGathersRowsAndNamesABadIdWithItsPosition) {
-  Tensor table = random_tensor({5, 3}, 7);
+  Tensor table = normal_tensor({5, 3}, 7);
   const std::vector<int32_t> ids = {4, 0, 2, 2, 1, 3};
   Tensor y = ops::embedding(table, ids, 2, 3);
   for (size_t i = 0; i < ids.size(); ++i)
@@ -256,8 +250,8 @@ TEST(OpsNn, EmbeddingGathersRowsAndNamesABadIdWithItsPosition) {
 // ------------------------------------------------------------------ autograd behaviour
 
 TEST(OpsNnAutograd, RecordsOnlyWhenATapeRecordsAndAnInputNeedsAGradient) {
-  Tensor x = random_tensor({1, 2, 5}, 1);
-  Tensor w = requiring_grad(random_tensor({3, 2, 3}, 2));
+  Tensor x = normal_tensor({1, 2, 5}, 1);
+  Tensor w = requiring_grad(normal_tensor({3, 2, 3}, 2));
   EXPECT_FALSE(ops::conv1d(x, w, Tensor(), 1, 1, 1, 1, 1).requires_grad());  // no tape
   autograd::Tape tape;
   autograd::RecordingScope recording(tape);
@@ -276,9 +270,9 @@ TEST(OpsNnAutograd, RecordsOnlyWhenATapeRecordsAndAnInputNeedsAGradient) {
 // Two half-batches, each with its own backward, give the gradients of the full batch: every
 // backward adds into the parameters' gradient buffers.
 TEST(OpsNnAutograd, TwoHalfBatchesAccumulateToTheFullBatchGradient) {
-  const Tensor x = random_tensor({2, 3, 9}, 11), r = random_tensor({2, 4, 9}, 12);
-  const Tensor w0 = random_tensor({4, 3, 3}, 13), b0 = random_tensor({4}, 14), gamma0 = random_tensor({4}, 15),
-               beta0 = random_tensor({4}, 16);
+  const Tensor x = normal_tensor({2, 3, 9}, 11), r = normal_tensor({2, 4, 9}, 12);
+  const Tensor w0 = normal_tensor({4, 3, 3}, 13), b0 = normal_tensor({4}, 14), gamma0 = normal_tensor({4}, 15),
+               beta0 = normal_tensor({4}, 16);
 
   auto run = [&](const std::vector<std::pair<int64_t, int64_t>>& batches) {
     Tensor w = requiring_grad(w0.clone()), b = requiring_grad(b0.clone()), gamma = requiring_grad(gamma0.clone()),
@@ -310,10 +304,10 @@ TEST(OpsNnAutograd, TwoHalfBatchesAccumulateToTheFullBatchGradient) {
 // why 1e-6 relative holds). The two terms are backpropagated in two passes that accumulate.
 TEST(OpsNnAutograd, ChainGradientsMatchFiniteDifferences) {
   std::map<std::string, Tensor> p = {
-      {"x", random_tensor({2, 3, 7}, 21)},  {"g", random_tensor({4, 1, 1}, 22)},  {"v", random_tensor({4, 3, 3}, 23)},
-      {"b", random_tensor({4}, 24)},        {"gamma", random_tensor({4}, 25)},    {"beta", random_tensor({4}, 26)},
-      {"wt", random_tensor({4, 2, 4}, 27)}, {"bt", random_tensor({2}, 28)},       {"wl", random_tensor({5, 14}, 29)},
-      {"m", random_tensor({2, 5, 3}, 30)},  {"table", random_tensor({6, 7}, 31)}, {"m2", random_tensor({2, 7, 3}, 32)},
+      {"x", normal_tensor({2, 3, 7}, 21)},  {"g", normal_tensor({4, 1, 1}, 22)},  {"v", normal_tensor({4, 3, 3}, 23)},
+      {"b", normal_tensor({4}, 24)},        {"gamma", normal_tensor({4}, 25)},    {"beta", normal_tensor({4}, 26)},
+      {"wt", normal_tensor({4, 2, 4}, 27)}, {"bt", normal_tensor({2}, 28)},       {"wl", normal_tensor({5, 14}, 29)},
+      {"m", normal_tensor({2, 5, 3}, 30)},  {"table", normal_tensor({6, 7}, 31)}, {"m2", normal_tensor({2, 7, 3}, 32)},
   };
   const std::vector<int32_t> ids = {5, 1, 1, 0};  // a repeated id
   auto forward = [&](const std::map<std::string, Tensor>& q) {
@@ -326,7 +320,7 @@ TEST(OpsNnAutograd, ChainGradientsMatchFiniteDifferences) {
     Tensor e = ops::matmul(ops::embedding(q.at("table"), ids, 2, 2), q.at("m2"));  // [2, 2, 3]
     return std::make_pair(f, e);
   };
-  const Tensor r1 = random_tensor({2, 2, 3}, 40), r2 = random_tensor({2, 2, 3}, 41);
+  const Tensor r1 = normal_tensor({2, 2, 3}, 40), r2 = normal_tensor({2, 2, 3}, 41);
   auto loss_value = [&](const std::map<std::string, Tensor>& q) {
     auto [f, e] = forward(q);
     return scalar_value(weighted_sum(f, r1)) + scalar_value(weighted_sum(e, r2));
@@ -363,7 +357,7 @@ TEST(OpsNnAutograd, ChainGradientsMatchFiniteDifferences) {
 
 TEST(OpsNnAutograd, InputsWithoutGradientGetNoneAndOthersAreStillCorrect) {
   // Only the input requires a gradient: the weight is kept for dx, nothing is written for w.
-  const Tensor x0 = random_tensor({2, 3, 8}, 51), w = random_tensor({3, 5, 4}, 52), r = random_tensor({2, 5, 18}, 53);
+  const Tensor x0 = normal_tensor({2, 3, 8}, 51), w = normal_tensor({3, 5, 4}, 52), r = normal_tensor({2, 5, 18}, 53);
   Tensor x_only = requiring_grad(x0.clone());
   Tensor x_full = requiring_grad(x0.clone()), w_full = requiring_grad(w.clone());
   {

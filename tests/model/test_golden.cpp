@@ -7,7 +7,6 @@
 #include <string>
 
 #include "io/safetensors.h"
-#include "kernels/backend.h"
 #include "model/model_dir.h"
 #include "support/test_support.h"
 
@@ -38,8 +37,7 @@ class GoldenParity : public ::testing::TestWithParam<Case> {};
 TEST_P(GoldenParity, EveryIntermediateMatchesTransformers) {
   const Case& c = GetParam();
   if (c.device == Device::CUDA) {
-    std::string why;
-    if (!kernels::cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+    VITSCUDA_REQUIRE_CUDA();
   }
   const std::string dir = vitscuda::testing::data_path("golden/" + c.fixture);
   model::LoadedModel loaded = model::load_model_dir(dir);

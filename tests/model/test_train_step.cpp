@@ -7,7 +7,6 @@
 
 #include "engine/autograd.h"
 #include "io/safetensors.h"
-#include "kernels/backend.h"
 #include "model/model_dir.h"
 #include "model/train_step.h"
 #include "support/test_support.h"
@@ -73,8 +72,7 @@ class GoldenGradients : public ::testing::TestWithParam<GradientCase> {};
 TEST_P(GoldenGradients, LossAndEveryParameterGradientMatchTorch) {
   const GradientCase& c = GetParam();
   if (c.device == Device::CUDA) {
-    std::string why;
-    if (!kernels::cuda_device_available(&why)) GTEST_SKIP() << "no CUDA device: " << why;
+    VITSCUDA_REQUIRE_CUDA();
   }
   GoldenStep g = load_step(c.file);
   g.options.recompute_decoder = c.recompute_decoder;

@@ -10,7 +10,11 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <random>
 #include <stdexcept>
+
+#include "engine/random.h"
+#include "kernels/backend.h"
 
 namespace vitscuda::testing {
 
@@ -32,6 +36,23 @@ std::string temp_dir(const std::string& name) {
   std::filesystem::create_directories(p);
   return p.string();
 }
+
+Tensor normal_tensor(const Shape& shape, uint32_t seed, double scale) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> normal(0.0, scale);
+  std::vector<double> v(static_cast<size_t>(shape_numel(shape)));
+  for (double& x : v) x = normal(gen);
+  return Tensor::from_vector(v, shape);
+}
+
+Tensor uniform_tensor(const Shape& shape, uint64_t seed, double lo, double hi) {
+  Tensor t = Tensor::empty(shape);
+  Rng rng(seed);
+  rng.fill_uniform(t, lo, hi);
+  return t;
+}
+
+bool cuda_available(std::string* why) { return kernels::cuda_device_available(why); }
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   if (a.shape() != b.shape()) throw std::runtime_error("max_abs_diff: " + a.describe() + " vs " + b.describe());

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <cstdint>
+
 #include "engine/tensor.h"
 
 namespace vitscuda::testing {
@@ -16,6 +18,15 @@ std::string binary_dir();
 std::string data_path(const std::string& relative);
 // A fresh empty directory under the build tree for one test's files.
 std::string temp_dir(const std::string& name);
+// A tensor of normal values (mean 0, standard deviation `scale`) from std::mt19937(seed), in
+// double precision (from_vector of doubles).
+Tensor normal_tensor(const Shape& shape, uint32_t seed, double scale = 1.0);
+// A float tensor of uniform values in [lo, hi) from the engine's Rng(seed).
+Tensor uniform_tensor(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0);
+
+// Whether a usable CUDA device is present; if not, why (for the skip message).
+bool cuda_available(std::string* why);
+
 // Max |a - b| over all elements (shapes must match; either tensor may be on the GPU).
 double max_abs_diff(const Tensor& a, const Tensor& b);
 // ||a - b|| / ||b||.
@@ -42,3 +53,10 @@ CommandResult run_command(const std::string& command);
 std::string binary_path(const std::string& name);
 
 }  // namespace vitscuda::testing
+
+// Skips the calling test, with the reason, when no usable CUDA device is present.
+#define VITSCUDA_REQUIRE_CUDA()                                                                           \
+  do {                                                                                                    \
+    std::string vc_why_;                                                                                  \
+    if (!::vitscuda::testing::cuda_available(&vc_why_)) GTEST_SKIP() << "no CUDA device: " << vc_why_; \
+  } while (0)
