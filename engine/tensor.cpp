@@ -98,7 +98,7 @@ Tensor Tensor::from_vector(const std::vector<float>& values, const Shape& shape)
   Tensor t = empty(shape, DType::F32);
   VC_CHECK(static_cast<int64_t>(values.size()) == t.numel(),
            "from_vector: " << values.size() << " values for shape " << shape_str(shape));
-  std::memcpy(t.raw(), values.data(), t.nbytes());
+  if (t.nbytes() > 0) std::memcpy(t.raw(), values.data(), t.nbytes());  // an empty vector's data() may be null
   return t;
 }
 
@@ -106,7 +106,7 @@ Tensor Tensor::from_vector(const std::vector<double>& values, const Shape& shape
   Tensor t = empty(shape, DType::F64);
   VC_CHECK(static_cast<int64_t>(values.size()) == t.numel(),
            "from_vector: " << values.size() << " values for shape " << shape_str(shape));
-  std::memcpy(t.raw(), values.data(), t.nbytes());
+  if (t.nbytes() > 0) std::memcpy(t.raw(), values.data(), t.nbytes());  // an empty vector's data() may be null
   return t;
 }
 

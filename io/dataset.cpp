@@ -14,6 +14,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "io/crc32.h"
 #include "kernels/error.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the .vcds cache is little-endian and read in place");
@@ -30,26 +31,6 @@ constexpr size_t kHeaderCrcOffset = 60;
 constexpr size_t kIndexEntrySize = 32;
 constexpr size_t kItemHeaderSize = 24;
 constexpr size_t kWriteBuffer = size_t(1) << 20;
-
-// Slicing-by-8 tables for the reflected IEEE polynomial 0xEDB88320: eight bytes per step instead
-// of one, so checking a large cache on open costs little next to reading it.
-struct Crc32Tables {
-  std::array<std::array<uint32_t, 256>, 8> t{};
-  Crc32Tables() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; ++i)
-      for (int s = 1; s < 8; ++s) t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xFF];
-  }
-};
-
-const Crc32Tables& crc_tables() {
-  static const Crc32Tables tables;
-  return tables;
-}
 
 template <typename T>
 void put(unsigned char* dst, size_t offset, T value) {
@@ -79,24 +60,6 @@ std::string printable(std::string_view s) {
 }
 
 }  // namespace
-
-uint32_t crc32(const void* data, size_t size, uint32_t crc) {
-  const auto& t = crc_tables().t;
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  while (size >= 8) {
-    uint32_t lo, hi;
-    std::memcpy(&lo, p, 4);
-    std::memcpy(&hi, p + 4, 4);
-    lo ^= crc;
-    crc = t[7][lo & 0xFF] ^ t[6][(lo >> 8) & 0xFF] ^ t[5][(lo >> 16) & 0xFF] ^ t[4][lo >> 24] ^ t[3][hi & 0xFF] ^
-          t[2][(hi >> 8) & 0xFF] ^ t[1][(hi >> 16) & 0xFF] ^ t[0][hi >> 24];
-    p += 8;
-    size -= 8;
-  }
-  while (size--) crc = t[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
 
 // ---------------------------------------------------------------- writer
 
@@ -177,10 +140,10 @@ void DatasetWriter::add(std::string_view id, int32_t speaker, const int32_t* ids
   e.num_samples = num_samples;
   e.num_ids = static_cast<uint32_t>(num_ids);
   uint32_t crc = crc32(head.data(), head.size());
-  crc = crc32(id.data(), id.size(), crc);
-  crc = crc32(pad.data(), id_pad, crc);
-  crc = crc32(ids, num_ids * sizeof(int32_t), crc);
-  crc = crc32(samples, num_samples * sizeof(float), crc);
+  crc = crc32_update(crc, id.data(), id.size());
+  crc = crc32_update(crc, pad.data(), id_pad);
+  crc = crc32_update(crc, ids, num_ids * sizeof(int32_t));
+  crc = crc32_update(crc, samples, num_samples * sizeof(float));
   e.crc = crc;
 
   write_bytes(head.data(), head.size());

@@ -22,9 +22,6 @@
 
 namespace vitscuda::io {
 
-// CRC-32 (IEEE 802.3, as zlib's crc32): chain calls by passing the previous result as `crc`.
-uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
-
 struct DatasetItem {
   std::string id;
   int32_t speaker = -1;  // -1: single-speaker model

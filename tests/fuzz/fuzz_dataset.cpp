@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fuzz_support.h"
+#include "io/crc32.h"
 #include "io/dataset.h"
 #include "kernels/error.h"
 
