@@ -1,6 +1,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/device_options.h"
 #include "model/feedback.h"
 
 namespace vitscuda::cli {
@@ -16,15 +17,21 @@ void register_feedback(CLI::App& app) {
   cmd->require_subcommand(1);
 
   auto g = std::make_shared<model::FeedbackGenerateOptions>();
+  auto generate_device = std::make_shared<DeviceOptions>();
   CLI::App* gen = cmd->add_subcommand("generate", "Synthesise sentences into a review folder");
   gen->add_option("--model", g->model_dir, "Model directory")->required();
   gen->add_option("--sentences", g->sentences_path, "Text file, one sentence per line")->required();
   gen->add_option("--out", g->review_dir, "Review folder to create")->required();
   gen->add_option("--seed", g->seed, "Seed");
   gen->add_option("--speaker", g->speaker, "Speaker id (multi-speaker models)");
-  gen->callback([g] { g_feedback_exit = model::feedback_generate(*g); });
+  add_device_options(gen, *generate_device);
+  gen->callback([g, generate_device] {
+    g->device = resolve_device(*generate_device, "feedback generate");
+    g_feedback_exit = model::feedback_generate(*g);
+  });
 
   auto t = std::make_shared<model::FeedbackTrainOptions>();
+  auto train_device = std::make_shared<DeviceOptions>();
   t->train.epochs = 3;
   t->train.learning_rate = 1e-4;
   CLI::App* tr = cmd->add_subcommand("train", "Continue training on the reviewed items plus replayed original data");
@@ -40,7 +47,13 @@ void register_feedback(CLI::App& app) {
   tr->add_option("--seed", t->train.seed, "Seed");
   tr->add_option("--max-steps", t->train.max_steps, "Stop after N optimizer steps");
   tr->add_flag("--resume", t->train.resume, "Continue from the newest checkpoint in OUT/training");
-  tr->callback([t] { g_feedback_exit = model::feedback_train(*t); });
+  tr->add_flag("--recompute-decoder", t->train.recompute_decoder,
+              "Recompute the decoder's residual blocks in the backward: much less memory, one more decoder forward");
+  add_device_options(tr, *train_device);
+  tr->callback([t, train_device] {
+    t->train.device = resolve_device(*train_device, "feedback train");
+    g_feedback_exit = model::feedback_train(*t);
+  });
 }
 
 }  // namespace vitscuda::cli

@@ -59,6 +59,7 @@ double eval_loss(const std::string& model_dir, const std::vector<TrainingItem>& 
 
 int feedback_generate(const FeedbackGenerateOptions& o) {
   LoadedModel loaded = load_model_dir(o.model_dir);
+  loaded.model->to(o.device);
   const io::VitsConfig& c = loaded.model->config();
   std::ifstream in(o.sentences_path);
   VC_CHECK(in, "cannot open the sentence list " << o.sentences_path);

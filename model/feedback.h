@@ -12,6 +12,7 @@ struct FeedbackGenerateOptions {
   std::string model_dir, sentences_path, review_dir;
   uint64_t seed = 0;
   int speaker = -1;
+  Device device = Device::CPU;  // where the model synthesises
 };
 
 // Writes REVIEW/audio/NNNN.wav, REVIEW/review.tsv (status "pending") and REVIEW/README.txt.
