@@ -1,9 +1,19 @@
 #include "kernels/alignment.h"
 
+#include "kernels/error.h"
+
 namespace vitscuda::kernels {
+
+void check_frame_index(const char* op, const int32_t* index, int64_t count, int64_t T_in) {
+  for (int64_t i = 0; i < count; ++i)
+    VC_CHECK(index[i] >= -1 && index[i] < T_in,
+             op << ": index " << index[i] << " at " << i << " outside [-1, " << T_in << ")");
+}
 
 template <typename T>
 void gather_frames_cpu(const T* x, const int32_t* index, T* y, int64_t B, int64_t C, int64_t T_in, int64_t F) {
+  if (B * C * F <= 0) return;
+  check_frame_index("gather_frames", index, B * F, T_in);
 #pragma omp parallel for collapse(2) if (B * C * F > 65536)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t c = 0; c < C; ++c) {
@@ -17,6 +27,7 @@ void gather_frames_cpu(const T* x, const int32_t* index, T* y, int64_t B, int64_
 template <typename T>
 void gather_frames_backward_cpu(const T* dy, const int32_t* index, T* dx, int64_t B, int64_t C, int64_t T_in,
                                 int64_t F) {
+  check_frame_index("gather_frames backward", index, B * F, T_in);
   // Each (b, c) row is owned by one thread, so the scatter needs no atomics.
 #pragma omp parallel for collapse(2) if (B * C * F > 65536)
   for (int64_t b = 0; b < B; ++b)

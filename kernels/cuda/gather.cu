@@ -42,9 +42,7 @@ void embedding_forward_cuda(const float* table, const int32_t* ids, float* y, in
 void gather_frames_cuda(const float* x, const int32_t* index, float* y, int64_t B, int64_t C, int64_t T_in, int64_t F) {
   const int64_t total = B * C * F;
   if (total <= 0) return;
-  for (int64_t i = 0; i < B * F; ++i)
-    VC_CHECK(index[i] >= -1 && index[i] < T_in,
-             "gather_frames: index " << index[i] << " at " << i << " outside [-1, " << T_in << ")");
+  check_frame_index("gather_frames", index, B * F, T_in);
   cuda::Scratch dev_index = cuda::upload(index, sizeof(int32_t) * size_t(B * F), "alignment index");
   VC_LAUNCH(gather_frames_kernel, cuda::blocks_for(total, 256), 256, 0)(x, dev_index.as<int32_t>(), y, C, T_in, F,
                                                                          total);

@@ -94,9 +94,7 @@ void gather_frames_backward_cuda(const float* dy, const int32_t* index, float* d
                                  int64_t F) {
   VC_CHECK(B >= 0 && C >= 0 && T_in >= 0 && F >= 0,
            "gather_frames backward: negative size (" << B << ", " << C << ", " << T_in << ", " << F << ")");
-  for (int64_t i = 0; i < B * F; ++i)
-    VC_CHECK(index[i] >= -1 && index[i] < T_in,
-             "gather_frames backward: index " << index[i] << " at " << i << " outside [-1, " << T_in << ")");
+  check_frame_index("gather_frames backward", index, B * F, T_in);
   if (B == 0 || C == 0 || T_in == 0 || F == 0 || !dx) return;
   VC_CHECK(dy, "gather_frames backward: the output gradient dy is null");
   // Counting sort of the frames by (item, column); frames are visited in order, so each
