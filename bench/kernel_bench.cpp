@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_support.h"
 #include "engine/device_allocator.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
@@ -53,7 +54,6 @@ namespace {
 namespace kc = ::vitscuda::kernels::cuda;
 using kernels::Conv1dCudaPath;
 
-constexpr int kExitSkipped = 77;
 
 cudaStream_t stream() { return kc::compute_stream(); }
 
@@ -958,17 +958,6 @@ nlohmann::json to_json(const std::vector<Record>& records, const kernels::Device
   return j;
 }
 
-void write_json(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    VC_CHECK(out, "cannot write " << tmp);
-    out << j.dump(1) << "\n";
-    VC_CHECK(out.good(), "error writing " << tmp);
-  }
-  VC_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path);
-}
-
 std::string fmt(const char* spec, double v) {
   if (!std::isfinite(v)) return "-";
   char buf[64];
@@ -1143,7 +1132,7 @@ int run(int argc, char** argv) {
     }
     records.push_back(r);
     print_row(r, dev);
-    if (!json_path.empty()) write_json(json_path, to_json(records, dev, options));
+    if (!json_path.empty()) write_json_file(json_path, to_json(records, dev, options));
   }
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("\n%zu cases: %d ok, %d failed, %d not run; %.1f s\n", records.size(),
@@ -1157,11 +1146,4 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace vitscuda::bench
 
-int main(int argc, char** argv) {
-  try {
-    return vitscuda::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return vitscuda::bench::bench_main(vitscuda::bench::run, argc, argv); }

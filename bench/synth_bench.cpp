@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_support.h"
 #include "engine/device_allocator.h"
 #include "engine/tensor.h"
 #include "io/hf_config.h"
@@ -34,8 +35,6 @@
 
 namespace vitscuda::bench {
 namespace {
-
-constexpr int kExitSkipped = 77;
 
 struct Args {
   std::string model_dir, config_path, tokenizer_dir, device = "cuda", json_path;
@@ -90,12 +89,6 @@ struct Result {
   double median = 0;
   size_t peak_bytes = 0, peak_reserved_bytes = 0;
 };
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
 
 int run(int argc, char** argv) {
   Args a;
@@ -282,10 +275,7 @@ int run(int argc, char** argv) {
                        {"peak_memory_bytes", r.peak_bytes},
                        {"peak_reserved_bytes", r.peak_reserved_bytes}});
     j["cases"] = cases;
-    std::ofstream f(a.json_path);
-    VC_CHECK(f, "cannot write " << a.json_path);
-    f << j.dump(1) << "\n";
-    VC_CHECK(f.good(), "error writing " << a.json_path);
+    write_json_file(a.json_path, j);
     std::printf("wrote %s\n", a.json_path.c_str());
   }
   return 0;
@@ -294,11 +284,4 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace vitscuda::bench
 
-int main(int argc, char** argv) {
-  try {
-    return vitscuda::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return vitscuda::bench::bench_main(vitscuda::bench::run, argc, argv); }

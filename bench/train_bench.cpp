@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_support.h"
 #include "engine/autograd.h"
 #include "engine/device_allocator.h"
 #include "engine/optimizer.h"
@@ -49,6 +50,7 @@
 #include "kernels/device.h"
 #include "kernels/error.h"
 #include "model/mel.h"
+#include "model/synthetic_speech.h"
 #include "model/train_step.h"
 #include "model/trainer.h"
 #include "model/vits.h"
@@ -56,18 +58,10 @@
 namespace vitscuda::bench {
 namespace {
 
-constexpr int kExitSkipped = 77;
 using Clock = std::chrono::steady_clock;
 using json = nlohmann::json;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
 
 // Where the benchmark runs: CUDA, or the CPU (--device cpu: only to check the benchmark itself on a
 // machine without a GPU; its figures are the CPU's and there is no reserved or device memory).
@@ -97,24 +91,6 @@ DeviceMemoryStats memory_stats() {
 
 void empty_cache() {
   if (g_device == Device::CUDA) DeviceAllocator::instance().empty_cache();
-}
-
-// The same generator as `vitscuda selftest` (cli/cmd_selftest.cpp): harmonics of a gliding f0 under a
-// syllable-rate envelope, plus a little noise.
-std::vector<float> synthetic_speech(int sample_rate, double seconds, Rng& rng) {
-  const size_t n = static_cast<size_t>(seconds * sample_rate);
-  std::vector<float> wave(n);
-  double phase = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double t = static_cast<double>(i) / sample_rate;
-    const double f0 = 140 + 30 * std::sin(2 * M_PI * 0.7 * t);
-    phase += 2 * M_PI * f0 / sample_rate;
-    double s = 0;
-    for (int h = 1; h <= 12; ++h) s += std::sin(h * phase) / h;
-    const double envelope = 0.5 + 0.5 * std::sin(2 * M_PI * 3.0 * t);
-    wave[i] = static_cast<float>(0.15 * envelope * s + 0.003 * (rng.uniform() - 0.5));
-  }
-  return wave;
 }
 
 bool is_out_of_memory(const std::string& message) {
@@ -201,7 +177,7 @@ StepRun run_setting(const Args& a, const Setting& s, model::VitsModel& vits, con
   for (int b = 0; b < s.batch; ++b) {
     Rng data_rng(a.seed + 1000 + static_cast<uint64_t>(b));
     batch[b].ids = ids;
-    batch[b].wave = synthetic_speech(c.sampling_rate, a.seconds, data_rng);
+    batch[b].wave = model::synthetic_speech(c.sampling_rate, a.seconds, data_rng);
     if (c.num_speakers > 1) batch[b].speaker_id = 0;
   }
   r.frames = static_cast<int64_t>(batch[0].wave.size()) / hop;
@@ -374,7 +350,7 @@ json run_logmel(const Args& a, const model::VitsModel& vits, const model::MelSpe
     int64_t S = 0;
     for (int b = 0; b < batch; ++b) {
       Rng data_rng(a.seed + 1000 + static_cast<uint64_t>(b));
-      std::vector<float> w = synthetic_speech(c.sampling_rate, a.seconds, data_rng);
+      std::vector<float> w = model::synthetic_speech(c.sampling_rate, a.seconds, data_rng);
       S = static_cast<int64_t>(w.size());
       host.insert(host.end(), w.begin(), w.end());
     }
@@ -638,10 +614,7 @@ int run(int argc, char** argv) {
   }
 
   if (!a.json_path.empty()) {
-    std::ofstream f(a.json_path);
-    VC_CHECK(f, "cannot write " << a.json_path);
-    f << doc.dump(1) << "\n";
-    VC_CHECK(f.good(), "writing " << a.json_path << " failed");
+    write_json_file(a.json_path, doc);
     std::printf("wrote %s\n", a.json_path.c_str());
   }
   return failed ? 1 : 0;
@@ -650,11 +623,4 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace vitscuda::bench
 
-int main(int argc, char** argv) {
-  try {
-    return vitscuda::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return vitscuda::bench::bench_main(vitscuda::bench::run, argc, argv); }

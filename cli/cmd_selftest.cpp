@@ -12,6 +12,7 @@
 #include "engine/device_allocator.h"
 #include "engine/autograd.h"
 #include "kernels/error.h"
+#include "model/synthetic_speech.h"
 #include "model/model_dir.h"
 #include "model/trainer.h"
 
@@ -27,23 +28,6 @@ struct SelftestArgs {
   bool recompute_decoder = false;
   uint64_t seed = 0;
 };
-
-// A speech-like target: harmonics of a gliding f0 under a syllable-rate envelope, plus a little noise.
-std::vector<float> synthetic_speech(int sample_rate, double seconds, Rng& rng) {
-  const size_t n = static_cast<size_t>(seconds * sample_rate);
-  std::vector<float> wave(n);
-  double phase = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double t = static_cast<double>(i) / sample_rate;
-    const double f0 = 140 + 30 * std::sin(2 * M_PI * 0.7 * t);
-    phase += 2 * M_PI * f0 / sample_rate;
-    double s = 0;
-    for (int h = 1; h <= 12; ++h) s += std::sin(h * phase) / h;
-    const double envelope = 0.5 + 0.5 * std::sin(2 * M_PI * 3.0 * t);
-    wave[i] = static_cast<float>(0.15 * envelope * s + 0.003 * (rng.uniform() - 0.5));
-  }
-  return wave;
-}
 
 int report(bool ok, const std::string& what) {
   std::printf("[%s] %s\n", ok ? "PASS" : "FAIL", what.c_str());
@@ -92,7 +76,7 @@ void run_selftest(const SelftestArgs& a) {
   Rng data_rng(a.seed + 1);
   model::TrainingItem item;
   item.ids = tokenizer.encode("the quick brown fox jumps over the lazy dog").ids;
-  item.wave = synthetic_speech(c.sampling_rate, a.seconds, data_rng);
+  item.wave = model::synthetic_speech(c.sampling_rate, a.seconds, data_rng);
   if (c.num_speakers > 1) item.speaker_id = 0;
   const std::vector<model::TrainingItem> batch{item};
 

@@ -1,0 +1,51 @@
+// What the benchmark programs share: the exit status for "skipped", medians, the JSON results file
+// and main()'s error handling.
+#pragma once
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kernels/error.h"
+
+namespace vitscuda::bench {
+
+// A benchmark that cannot run here (no usable CUDA device) exits with this (CTest's skip code).
+constexpr int kExitSkipped = 77;
+
+// The median of `v` (0 for an empty one).
+inline double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+// Writes `j` to `path` through a temporary file and a rename, so a reader (or an interrupted run)
+// never sees half a file.
+inline void write_json_file(const std::string& path, const nlohmann::json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    VC_CHECK(out, "cannot write " << tmp);
+    out << j.dump(1) << "\n";
+    VC_CHECK(out.good(), "error writing " << tmp);
+  }
+  VC_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path);
+}
+
+// main() of a benchmark: runs `run`, and turns an exception into "error: ..." and exit status 1.
+template <typename Run>
+int bench_main(Run run, int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace vitscuda::bench
