@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -178,6 +179,26 @@ void remove_tree(const std::string& path) {
   VC_CHECK(!ec, "cannot remove '" << path << "': " << ec.message());
 }
 
+// For scripts/crash_test.sh: when VITSCUDA_TEST_CRASH_POINT names this point, say so on stderr and
+// wait, so that the test's SIGKILL lands exactly here (moments too short to hit by timing alone).
+void crash_point(const char* name) {
+  static const char* wanted = std::getenv("VITSCUDA_TEST_CRASH_POINT");
+  if (!wanted || std::strcmp(wanted, name) != 0) return;
+  std::fprintf(stderr, "crash point: %s\n", name);
+  std::fflush(stderr);
+  ::sleep(30);
+}
+
+// Removes an old checkpoint directory, its manifest first: a removal cut short leaves a directory
+// that plainly is no checkpoint (no MANIFEST.json) rather than one whose files fail their checks.
+void remove_checkpoint_dir(const std::string& path) {
+  std::error_code ec;
+  fs::remove(fs::path(path) / kCheckpointManifestName, ec);
+  VC_CHECK(!ec, "cannot remove '" << path << "/" << kCheckpointManifestName << "': " << ec.message());
+  crash_point("checkpoint-prune");
+  remove_tree(path);
+}
+
 }  // namespace
 
 bool CheckpointInfo::has_file(const std::string& name) const {
@@ -304,6 +325,7 @@ CheckpointInfo CheckpointWriter::commit() {
     if (const int err = sync_path(temp_dir_, true))
       fail_and_clean("cannot fsync directory '" + temp_dir_ + "': " + errno_text(err));
 
+    crash_point("checkpoint-before-rename");
     struct stat existing {};
     if (::lstat(final_dir_.c_str(), &existing) != 0) {
       if (::rename(temp_dir_.c_str(), final_dir_.c_str()) != 0)
@@ -486,7 +508,7 @@ std::vector<std::string> prune_checkpoints(const std::string& checkpoints_dir, i
   bool seen_valid = false;
   std::vector<std::string> removed;
   auto remove = [&](const std::string& path, const std::string& why) {
-    remove_tree(path);
+    remove_checkpoint_dir(path);
     removed.push_back(path);
     if (report) *report << "checkpoint prune: removed '" << path << "' (" << why << ")\n";
   };

@@ -50,7 +50,8 @@ template <typename T>
 void adamw_update_cpu(T* param, const T* grad, T* m, T* v, int64_t n, int64_t boundary, double weight_decay,
                       const AdamStepScalars& scalars);
 
-// Sum of x[i]^2 over [0, n), accumulated in double (the square of the global L2 norm).
+// Sum of x[i]^2 over [0, n), accumulated in double (the square of the global L2 norm), in fixed
+// chunks added in order: the same bits for any number of threads.
 template <typename T>
 double flat_sum_squares_cpu(const T* x, int64_t n);
 

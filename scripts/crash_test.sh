@@ -129,15 +129,15 @@ scan_checkpoints() {
   done
 }
 
-# Checkpoints older than the newest complete one that do not check out: what a prune that was
-# interrupted while deleting leaves (the next prune removes them).
+# Checkpoints older than the newest complete one that do not check out, one name per line: what a
+# prune that was interrupted while deleting leaves (the next prune removes them).
 half_pruned() {
-  local ck="$work/run/checkpoints" d n=0
-  [[ -n "$newest_valid" ]] || { echo 0; return; }
-  for d in $(find "$ck" -mindepth 1 -maxdepth 1 -type d -name 'step-*' ! -name '*.tmp-*' -printf '%f\n'); do
-    [[ "$ck/$d" != "$newest_valid" && "$(check_checkpoint "$ck/$d")" != ok ]] && n=$((n + 1))
+  local ck="$work/run/checkpoints" d
+  [[ -n "$newest_valid" ]] || return 0
+  for d in $(find "$ck" -mindepth 1 -maxdepth 1 -type d -name 'step-*' ! -name '*.tmp-*' -printf '%f\n' | sort); do
+    [[ "$ck/$d" != "$newest_valid" && "$(check_checkpoint "$ck/$d")" != ok ]] && echo "$d"
   done
-  echo $n
+  return 0
 }
 
 # What the run was doing when it was killed, from what it left on disk and in its log (called after
@@ -146,7 +146,8 @@ phase_of() {
   local log="$1" pid="$2" ck="$work/run/checkpoints" tmp
   # Only the killed run's own temporary directory (the name carries the writer's pid).
   tmp="$(find "$ck" -mindepth 1 -maxdepth 1 -type d -name "step-*.tmp-$pid" 2>/dev/null | head -n 1)"
-  if [[ "$(half_pruned)" != 0 ]]; then echo "checkpoint prune: deleting an old checkpoint"
+  # A half-removed old checkpoint that was not there before this run: its prune was cut short.
+  if [[ -n "$(comm -13 <(echo "$pruned_before") <(half_pruned))" ]]; then echo "checkpoint prune: deleting an old checkpoint"
   elif [[ -n "$tmp" ]]; then
     if [[ -e "$tmp/MANIFEST.json" ]]; then echo "checkpoint write: manifest written, before the rename"
     elif compgen -G "$tmp/trainer_state.json" >/dev/null; then echo "checkpoint write: trainer state and config"
@@ -171,18 +172,29 @@ while ((kill < kills)); do
   log="$work/logs/run-$kill.log"
   args=("${train_args[@]}" --out "$work/run")
   [[ -n "$expected" ]] && args+=(--resume)
-  "$vitscuda" "${args[@]}" >"$log" 2>&1 &
-  pid=$!
   # Three kinds of moment, in turn: a random time in the first 0.6 s; a random time into the
-  # training steps; and the moment a given file of a checkpoint write appears in its temporary
-  # directory (each file in turn; the write may have moved on by the time the kill lands).
+  # training steps; and a given moment of a checkpoint write, each in turn: a file of it appearing
+  # in its temporary directory (the write may have moved on by the time the kill lands), or one of
+  # the two moments too short to hit by timing, where vitscuda waits when told to
+  # (VITSCUDA_TEST_CRASH_POINT, io/checkpoint.cpp): the manifest written but the directory not yet
+  # renamed, and an old checkpoint half removed by the prune.
+  targets=("model.safetensors*" "optimizer.safetensors*" "trainer_state.json" "MANIFEST.json"
+    "crash point: checkpoint-before-rename" "crash point: checkpoint-prune")
+  target="${targets[$(((kill / 3) % ${#targets[@]}))]}"
+  crash_point=""
+  ((kill % 3 == 0)) && [[ "$target" == "crash point: "* ]] && crash_point="${target#crash point: }"
+  pruned_before="$(half_pruned)"
+  VITSCUDA_TEST_CRASH_POINT="$crash_point" "$vitscuda" "${args[@]}" >"$log" 2>&1 &
+  pid=$!
   case $((kill % 3)) in
     1) sleep "0.$(printf '%03d' $((RANDOM % 600)))" ;;
     2) sleep "$(awk -v s="$step_seconds" -v r=$((RANDOM % 400)) 'BEGIN { printf "%.3f", 0.5 + s * r / 100 }')" ;;
-    0) targets=("model.safetensors*" "optimizer.safetensors*" "trainer_state.json" "MANIFEST.json")
-       target="${targets[$(((kill / 3) % 4))]}"
-       for _ in $(seq 20000); do
-         compgen -G "$work/run/checkpoints/step-*.tmp-$pid/$target" >/dev/null && break
+    0) for _ in $(seq 20000); do
+         if [[ -n "$crash_point" ]]; then
+           grep -qF "$target" "$log" && break
+         else
+           compgen -G "$work/run/checkpoints/step-*.tmp-$pid/$target" >/dev/null && break
+         fi
          kill -0 "$pid" 2>/dev/null || break
          sleep 0.001
        done ;;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/error.h"
 
@@ -118,12 +119,23 @@ void adamw_update_cpu(T* param, const T* grad, T* m, T* v, int64_t n, int64_t bo
 
 template <typename T>
 double flat_sum_squares_cpu(const T* x, int64_t n) {
-  double sum = 0.0;
-#pragma omp parallel for reduction(+ : sum) schedule(static) if (n > kParallelThreshold)
-  for (int64_t i = 0; i < n; ++i) {
-    const double xi = static_cast<double>(x[i]);
-    sum += xi * xi;
+  // Fixed chunks summed in order, whatever the number of threads: the gradient norm (and so the
+  // clipped update) is the same bits on any machine, as OpenMP's reduction would not guarantee.
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double sum = 0.0;
+    const int64_t end = std::min(n, (c + 1) * kChunk);
+    for (int64_t i = c * kChunk; i < end; ++i) {
+      const double xi = static_cast<double>(x[i]);
+      sum += xi * xi;
+    }
+    partial[static_cast<size_t>(c)] = sum;
   }
+  double sum = 0.0;
+  for (const double p : partial) sum += p;
   return sum;
 }
 

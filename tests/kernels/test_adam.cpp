@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdint>
@@ -193,6 +194,18 @@ TEST(AdamKernel, SumSquaresScaleAndZero) {
 
   std::vector<double> xd = {3.0, 4.0};
   EXPECT_EQ(flat_sum_squares_cpu(xd.data(), 2), 25.0);
+
+  // The same bits whatever the number of threads (1, 2, 3, 7): the gradient norm, and so a clipped
+  // update, must not depend on the machine a run is resumed on.
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const double one_thread = flat_sum_squares_cpu(x.data(), n);
+  for (int t : {2, 3, 7}) {
+    omp_set_num_threads(t);
+    const double many = flat_sum_squares_cpu(x.data(), n);
+    EXPECT_EQ(std::memcmp(&many, &one_thread, sizeof many), 0) << t << " threads: " << many << " vs " << one_thread;
+  }
+  omp_set_num_threads(threads);
 }
 
 TEST(AdamKernel, RejectsBadRangesAndStep) {
