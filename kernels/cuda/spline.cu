@@ -20,12 +20,11 @@ namespace vitscuda::kernels {
 namespace {
 
 using cuda::add;
-using cuda::knot_derivative;
-using cuda::knot_pair;
+using cuda::Bin;
+using cuda::find_bin;
 using cuda::mul;
 using cuda::SplineParams;
 using cuda::sub;
-using cuda::walk_knots;
 
 // The first-invalid slot starts as bytes 0x7f: a value above any element index.
 constexpr long long kNoInvalid = 0x7f7f7f7f7f7f7f7fLL;
@@ -82,23 +81,10 @@ __global__ void rational_quadratic_spline_kernel(const float* inputs, const floa
     const float* h = uh + e * p.bins;
     const float* d = ud + e * (p.bins - 1);
 
-    // torch.searchsorted as transformers writes it: count the knots <= x, the last one nudged
-    // up by 1e-6 so that x == bound falls into the last bin.
-    int count = 0;
-    walk_knots(reverse ? h : w, p.bins, p.bound, reverse ? p.heights : p.widths, [&](int i, float knot) {
-      const float l = i == p.bins ? knot + 1e-6f : knot;
-      if (x >= l) ++count;
-      return true;
-    });
-    const int k = min(max(count - 1, 0), p.bins - 1);
-
-    float cumw0, cumw1, cumh0, cumh1;
-    knot_pair(w, p.bins, p.bound, p.widths, k, cumw0, cumw1);
-    knot_pair(h, p.bins, p.bound, p.heights, k, cumh0, cumh1);
+    const Bin b = find_bin(x, w, h, d, p, reverse);
     float y, lad;
-    const bool ok = evaluate_bin(x, cumw0, cumw1 - cumw0, cumh0, cumh1 - cumh0,
-                                 knot_derivative(d, p.bins, p.edge_derivative, k),
-                                 knot_derivative(d, p.bins, p.edge_derivative, k + 1), reverse, y, lad);
+    const bool ok =
+        evaluate_bin(x, b.cumwidth, b.width, b.cumheight, b.height, b.deriv0, b.deriv1, reverse, y, lad);
     if (!ok) atomicMin(first_invalid, static_cast<long long>(e));
     outputs[e] = y;
     log_abs_det[e] = lad;

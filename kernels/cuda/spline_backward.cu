@@ -23,14 +23,13 @@ namespace vitscuda::kernels {
 namespace {
 
 using cuda::add;
-using cuda::knot_derivative;
-using cuda::knot_pair;
+using cuda::Bin;
+using cuda::find_bin;
 using cuda::mul;
 using cuda::SideConstants;
 using cuda::softmax_stats;
 using cuda::SplineParams;
 using cuda::sub;
-using cuda::walk_knots;
 
 __device__ __forceinline__ float softplus_grad(float x) {
   return x > 20.f ? 1.f : 1.f / add(1.f, expf(-x));
@@ -195,23 +194,12 @@ __global__ void rational_quadratic_spline_backward_kernel(const float* inputs, c
     const float* h = uh + e * p.bins;
     const float* d = ud + e * (p.bins - 1);
 
-    // The forward's bin: torch.searchsorted with the last knot nudged up by 1e-6.
-    int count = 0;
-    walk_knots(reverse ? h : w, p.bins, p.bound, reverse ? p.heights : p.widths, [&](int i, float knot) {
-      const float l = i == p.bins ? knot + 1e-6f : knot;
-      if (x >= l) ++count;
-      return true;
-    });
-    const int k = min(max(count - 1, 0), p.bins - 1);
-
-    float cumw0, cumw1, cumh0, cumh1;
-    knot_pair(w, p.bins, p.bound, p.widths, k, cumw0, cumw1);
-    knot_pair(h, p.bins, p.bound, p.heights, k, cumh0, cumh1);
+    const Bin b = find_bin(x, w, h, d, p, reverse);  // the forward's bin
+    const int k = b.k;
     Dual y, lad;
-    evaluate_bin_dual(variable(x, kX), variable(cumw0, kCumWidth), variable(cumw1 - cumw0, kWidth),
-                      variable(cumh0, kCumHeight), variable(cumh1 - cumh0, kHeight),
-                      variable(knot_derivative(d, p.bins, p.edge_derivative, k), kDeriv0),
-                      variable(knot_derivative(d, p.bins, p.edge_derivative, k + 1), kDeriv1), reverse, y, lad);
+    evaluate_bin_dual(variable(x, kX), variable(b.cumwidth, kCumWidth), variable(b.width, kWidth),
+                      variable(b.cumheight, kCumHeight), variable(b.height, kHeight), variable(b.deriv0, kDeriv0),
+                      variable(b.deriv1, kDeriv1), reverse, y, lad);
     float g[kLocals];
 #pragma unroll
     for (int i = 0; i < kLocals; ++i) g[i] = add(mul(gy, y.d[i]), mul(gl, lad.d[i]));

@@ -102,5 +102,35 @@ __device__ float knot_derivative(const float* ud, int bins, float edge, int i) {
   return i == 0 || i == bins ? edge : add(static_cast<float>(kMinDerivative), softplus(ud[i - 1]));
 }
 
+// The bin of one element and the seven scalars its formula reads.
+struct Bin {
+  int k;
+  float cumwidth, width, cumheight, height, deriv0, deriv1;
+};
+
+// The bin x falls in (torch.searchsorted as transformers writes it: count the knots <= x, the last
+// one nudged up by 1e-6 so that x == bound falls into the last bin; over the heights in reverse),
+// from the element's unnormalised widths w, heights h [bins] and derivatives d [bins - 1].
+__device__ __forceinline__ Bin find_bin(float x, const float* w, const float* h, const float* d, const SplineParams& p,
+                                        bool reverse) {
+  int count = 0;
+  walk_knots(reverse ? h : w, p.bins, p.bound, reverse ? p.heights : p.widths, [&](int i, float knot) {
+    const float l = i == p.bins ? knot + 1e-6f : knot;
+    if (x >= l) ++count;
+    return true;
+  });
+  const int k = min(max(count - 1, 0), p.bins - 1);
+  float cumw0, cumw1, cumh0, cumh1;
+  knot_pair(w, p.bins, p.bound, p.widths, k, cumw0, cumw1);
+  knot_pair(h, p.bins, p.bound, p.heights, k, cumh0, cumh1);
+  return Bin{k,
+             cumw0,
+             cumw1 - cumw0,
+             cumh0,
+             cumh1 - cumh0,
+             knot_derivative(d, p.bins, p.edge_derivative, k),
+             knot_derivative(d, p.bins, p.edge_derivative, k + 1)};
+}
+
 }  // namespace
 }  // namespace vitscuda::kernels::cuda
