@@ -20,6 +20,12 @@ inline int64_t conv1d_output_length(int64_t Tin, int K, int stride, int pad_left
   return (padded - span) / stride + 1;
 }
 
+// The argument checks of every conv1d kernel, CPU and CUDA alike: an error naming `who` for bad
+// sizes, stride, dilation, padding or groups, or an input shorter than the dilated kernel; else the
+// output length.
+int64_t conv1d_checked_output_length(const char* who, int B, int Cin, int Tin, int Cout, int K, int stride,
+                                     int pad_left, int pad_right, int dilation, int groups);
+
 // y = conv1d(x, w) + b (b may be nullptr). y is overwritten.
 template <typename T>
 void conv1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int K, int stride,

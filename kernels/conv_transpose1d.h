@@ -16,6 +16,11 @@ inline int64_t conv_transpose1d_output_length(int64_t Tin, int K, int stride, in
   return (Tin - 1) * stride - 2 * static_cast<int64_t>(padding) + K;
 }
 
+// The argument checks of every conv_transpose1d kernel, CPU and CUDA alike: an error naming `who`
+// for bad sizes, stride or padding, or an output length below 1; else the output length.
+int64_t conv_transpose1d_checked_output_length(const char* who, int B, int Cin, int Tin, int Cout, int K, int stride,
+                                               int padding);
+
 // y = conv_transpose1d(x, w) + b (b may be nullptr). y is overwritten.
 template <typename T>
 void conv_transpose1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int K,

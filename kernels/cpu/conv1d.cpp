@@ -17,21 +17,6 @@ using detail::valid_columns;
 
 constexpr int64_t kParallelWork = 32768;  // below this many multiply-adds a loop stays serial
 
-int64_t checked_output_length(const char* who, int B, int Cin, int Tin, int Cout, int K, int stride, int pad_left,
-                              int pad_right, int dilation, int groups) {
-  VC_CHECK(B >= 0 && Cin > 0 && Tin >= 0 && Cout > 0 && K > 0,
-           who << ": invalid sizes B=" << B << " Cin=" << Cin << " Tin=" << Tin << " Cout=" << Cout << " K=" << K);
-  VC_CHECK(stride >= 1 && dilation >= 1 && pad_left >= 0 && pad_right >= 0,
-           who << ": invalid stride " << stride << ", dilation " << dilation << " or padding (" << pad_left << ", "
-               << pad_right << ")");
-  VC_CHECK(groups >= 1 && Cin % groups == 0 && Cout % groups == 0,
-           who << ": groups " << groups << " must divide Cin " << Cin << " and Cout " << Cout);
-  const int64_t Tout = conv1d_output_length(Tin, K, stride, pad_left, pad_right, dilation);
-  VC_CHECK(Tout >= 1, who << ": input length " << Tin << " with padding (" << pad_left << ", " << pad_right
-                          << ") is shorter than the dilated kernel " << dilation * (K - 1) + 1);
-  return Tout;
-}
-
 // y[n, o, :] = b[o] (or 0). Serial: a gemm follows (see im2col_gemm.h on threading).
 template <typename T>
 void fill_bias(T* y, const T* b, int B, int Cout, int64_t Tout) {
@@ -132,11 +117,26 @@ bool is_pointwise(int K, int stride, int pad_left, int pad_right) {
 
 }  // namespace
 
+int64_t conv1d_checked_output_length(const char* who, int B, int Cin, int Tin, int Cout, int K, int stride,
+                                     int pad_left, int pad_right, int dilation, int groups) {
+  VC_CHECK(B >= 0 && Cin > 0 && Tin >= 0 && Cout > 0 && K > 0,
+           who << ": invalid sizes B=" << B << " Cin=" << Cin << " Tin=" << Tin << " Cout=" << Cout << " K=" << K);
+  VC_CHECK(stride >= 1 && dilation >= 1 && pad_left >= 0 && pad_right >= 0,
+           who << ": invalid stride " << stride << ", dilation " << dilation << " or padding (" << pad_left << ", "
+               << pad_right << ")");
+  VC_CHECK(groups >= 1 && Cin % groups == 0 && Cout % groups == 0,
+           who << ": groups " << groups << " must divide Cin " << Cin << " and Cout " << Cout);
+  const int64_t Tout = conv1d_output_length(Tin, K, stride, pad_left, pad_right, dilation);
+  VC_CHECK(Tout >= 1, who << ": input length " << Tin << " with padding (" << pad_left << ", " << pad_right
+                          << ") is shorter than the dilated kernel " << dilation * (K - 1) + 1);
+  return Tout;
+}
+
 template <typename T>
 void conv1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int K, int stride,
                         int pad_left, int pad_right, int dilation, int groups) {
   const int64_t Tout =
-      checked_output_length("conv1d", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+      conv1d_checked_output_length("conv1d", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
   const int cin_g = Cin / groups, cout_g = Cout / groups;
   if (cin_g == 1) {
     depthwise_forward(x, w, b, y, B, Cin, Tin, Cout, Tout, K, stride, pad_left, dilation);
@@ -172,7 +172,8 @@ template <typename T>
 void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin, int Cout,
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups) {
   const int64_t Tout =
-      checked_output_length("conv1d backward", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+      conv1d_checked_output_length("conv1d backward", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation,
+                                   groups);
   if (db) bias_backward(dy, db, B, Cout, Tout);
   if (!dx && !dw) return;
   const int cin_g = Cin / groups, cout_g = Cout / groups;

@@ -14,7 +14,10 @@ using detail::gemm;
 using detail::im2col;
 using detail::tile_columns;
 
-int64_t checked_output_length(const char* who, int B, int Cin, int Tin, int Cout, int K, int stride, int padding) {
+}  // namespace
+
+int64_t conv_transpose1d_checked_output_length(const char* who, int B, int Cin, int Tin, int Cout, int K, int stride,
+                                               int padding) {
   VC_CHECK(B >= 0 && Cin > 0 && Tin >= 1 && Cout > 0 && K > 0,
            who << ": invalid sizes B=" << B << " Cin=" << Cin << " Tin=" << Tin << " Cout=" << Cout << " K=" << K);
   VC_CHECK(stride >= 1 && padding >= 0, who << ": invalid stride " << stride << " or padding " << padding);
@@ -24,15 +27,14 @@ int64_t checked_output_length(const char* who, int B, int Cin, int Tin, int Cout
   return Tout;
 }
 
-}  // namespace
-
 // Output position (t0 + j)*stride + k - padding of input column t0 + j is exactly the input
 // position of conv1d's im2col with the same stride, pad_left = padding and dilation 1, so
 // col2im_add / im2col over the output signal are this op's scatter and its adjoint gather.
 template <typename T>
 void conv_transpose1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin, int Tin, int Cout, int K,
                                   int stride, int padding) {
-  const int64_t Tout = checked_output_length("conv_transpose1d", B, Cin, Tin, Cout, K, stride, padding);
+  const int64_t Tout =
+      conv_transpose1d_checked_output_length("conv_transpose1d", B, Cin, Tin, Cout, K, stride, padding);
   // Serial loops around the gemms: OpenBLAS owns the cores here (see im2col_gemm.h).
   for (int n = 0; n < B; ++n)
     for (int o = 0; o < Cout; ++o) {
@@ -59,7 +61,8 @@ void conv_transpose1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int 
 template <typename T>
 void conv_transpose1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin,
                                    int Cout, int K, int stride, int padding) {
-  const int64_t Tout = checked_output_length("conv_transpose1d backward", B, Cin, Tin, Cout, K, stride, padding);
+  const int64_t Tout =
+      conv_transpose1d_checked_output_length("conv_transpose1d backward", B, Cin, Tin, Cout, K, stride, padding);
   if (db) {
     for (int o = 0; o < Cout; ++o) {
       double sum = 0.0;

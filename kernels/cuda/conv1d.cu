@@ -56,9 +56,9 @@ Conv1dCudaPath conv1d_cuda_path() { return g_path; }
 
 void conv1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin, int Cout,
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups) {
-  const int64_t Tout = conv1d_output_length(Tin, K, stride, pad_left, pad_right, dilation);
-  VC_CHECK(Tout >= 1, "conv1d: input length " << Tin << " is shorter than the kernel span");
-  if (B <= 0 || Cout <= 0) return;
+  const int64_t Tout =
+      conv1d_checked_output_length("conv1d", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+  if (B == 0) return;
   const bool cudnn_can = pad_left == pad_right;
   VC_CHECK(g_path != Conv1dCudaPath::Cudnn || cudnn_can,
            "conv1d: the cuDNN path was requested but cuDNN has no asymmetric padding (" << pad_left << ", "

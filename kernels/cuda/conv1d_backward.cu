@@ -20,23 +20,6 @@ namespace vitscuda::kernels {
 
 namespace {
 
-// The CPU reference's argument checks, with the same messages.
-int64_t checked_output_length(int B, int Cin, int Tin, int Cout, int K, int stride, int pad_left, int pad_right,
-                              int dilation, int groups) {
-  const char* who = "conv1d backward";
-  VC_CHECK(B >= 0 && Cin > 0 && Tin >= 0 && Cout > 0 && K > 0,
-           who << ": invalid sizes B=" << B << " Cin=" << Cin << " Tin=" << Tin << " Cout=" << Cout << " K=" << K);
-  VC_CHECK(stride >= 1 && dilation >= 1 && pad_left >= 0 && pad_right >= 0,
-           who << ": invalid stride " << stride << ", dilation " << dilation << " or padding (" << pad_left << ", "
-               << pad_right << ")");
-  VC_CHECK(groups >= 1 && Cin % groups == 0 && Cout % groups == 0,
-           who << ": groups " << groups << " must divide Cin " << Cin << " and Cout " << Cout);
-  const int64_t Tout = conv1d_output_length(Tin, K, stride, pad_left, pad_right, dilation);
-  VC_CHECK(Tout >= 1, who << ": input length " << Tin << " with padding (" << pad_left << ", " << pad_right
-                          << ") is shorter than the dilated kernel " << int64_t(dilation) * (K - 1) + 1);
-  return Tout;
-}
-
 // ---------------------------------------------------------------- im2col + GEMM
 
 // The adjoint of cuda::im2col for input positions [p0, p0 + plen) of every channel:
@@ -127,7 +110,8 @@ void conv1d_backward_cudnn(const float* x, const float* w, const float* dy, floa
 void conv1d_backward_cuda(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int B,
                           int Cin, int Tin, int Cout, int K, int stride, int pad_left, int pad_right, int dilation,
                           int groups) {
-  const int64_t Tout = checked_output_length(B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+  const int64_t Tout = conv1d_checked_output_length("conv1d backward", B, Cin, Tin, Cout, K, stride, pad_left, pad_right,
+                                                    dilation, groups);
   if (B == 0 || (!dx && !dw && !db)) return;
   VC_CHECK(dy, "conv1d backward: the output gradient dy is null");
   if (db) cuda::bias_grad_channels(dy, db, B, Cout, Tout);

@@ -11,9 +11,9 @@ namespace vitscuda::kernels {
 
 void conv_transpose1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin,
                                    int Cout, int K, int stride, int padding) {
-  const int64_t Tout = conv_transpose1d_output_length(Tin, K, stride, padding);
-  VC_CHECK(Tout >= 1, "conv_transpose1d: output length " << Tout);
-  if (B <= 0 || Cout <= 0) return;
+  const int64_t Tout =
+      conv_transpose1d_checked_output_length("conv_transpose1d", B, Cin, Tin, Cout, K, stride, padding);
+  if (B == 0) return;
   VC_CHECK(Tout <= INT32_MAX, "conv_transpose1d: output length " << Tout << " exceeds cuDNN's int dimensions");
   // In C's terms, y is the input (gradient) and x the output gradient.
   const cuda::CudnnConvShape c{"conv_transpose1d", B, Cout, static_cast<int>(Tout), Cin, K, stride, padding, 1, 1, Tin};

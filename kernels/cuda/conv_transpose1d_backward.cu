@@ -16,24 +16,10 @@
 
 namespace vitscuda::kernels {
 
-namespace {
-
-int64_t checked_output_length(int B, int Cin, int Tin, int Cout, int K, int stride, int padding) {
-  const char* who = "conv_transpose1d backward";
-  VC_CHECK(B >= 0 && Cin > 0 && Tin >= 1 && Cout > 0 && K > 0,
-           who << ": invalid sizes B=" << B << " Cin=" << Cin << " Tin=" << Tin << " Cout=" << Cout << " K=" << K);
-  VC_CHECK(stride >= 1 && padding >= 0, who << ": invalid stride " << stride << " or padding " << padding);
-  const int64_t Tout = conv_transpose1d_output_length(Tin, K, stride, padding);
-  VC_CHECK(Tout >= 1, who << ": output length " << Tout << " for Tin " << Tin << ", K " << K << ", stride " << stride
-                          << ", padding " << padding);
-  return Tout;
-}
-
-}  // namespace
-
 void conv_transpose1d_backward_cuda(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
                                     int B, int Cin, int Tin, int Cout, int K, int stride, int padding) {
-  const int64_t Tout = checked_output_length(B, Cin, Tin, Cout, K, stride, padding);
+  const int64_t Tout = conv_transpose1d_checked_output_length("conv_transpose1d backward", B, Cin, Tin, Cout, K,
+                                                              stride, padding);
   if (B == 0 || (!dx && !dw && !db)) return;
   VC_CHECK(dy, "conv_transpose1d backward: the output gradient dy is null");
   if (db) cuda::bias_grad_channels(dy, db, B, Cout, Tout);
