@@ -22,7 +22,6 @@ void check_same_device(const char* op, const Tensor& first, const Tensor& other)
            op << ": operands on different devices: " << first.describe() << " and " << other.describe());
 }
 
-
 int normalize_dim(const char* op, const Tensor& x, int dim) {
   const int d = dim < 0 ? dim + x.ndim() : dim;
   VC_CHECK(d >= 0 && d < x.ndim(), op << ": dim " << dim << " out of range for " << x.describe());
@@ -53,7 +52,8 @@ Tensor unary(const char* name, kernels::UnaryOp op, const Tensor& x, double para
     const Shape shape = x.shape();
     autograd::record(name, y, [slot, xs, ys, shape, op, param](const Tensor& dy) {
       Tensor dx = slot->accumulator(shape);
-      VC_KERNEL("unary_backward", dy, unary_backward, op, xs.defined() ? xs.data<T>() : nullptr, ys.defined() ? ys.data<T>() : nullptr, dy.data<T>(), dx.data<T>(), dy.numel(), param);
+      VC_KERNEL("unary_backward", dy, unary_backward, op, xs.defined() ? xs.data<T>() : nullptr,
+                ys.defined() ? ys.data<T>() : nullptr, dy.data<T>(), dx.data<T>(), dy.numel(), param);
     });
   }
   return y;
@@ -100,7 +100,8 @@ Tensor binary(const char* name, kernels::BinaryOp op, const Tensor& a, const Ten
   Broadcast bc = broadcast(name, a, b);
   Tensor y = Tensor::empty(bc.shape, a.dtype(), a.device());
   const int nd = static_cast<int>(bc.shape.size());
-  VC_KERNEL("binary", a, binary_forward, op, a.data<T>(), bc.a_strides.data(), b.data<T>(), bc.b_strides.data(), y.data<T>(), bc.shape.data(), nd);
+  VC_KERNEL("binary", a, binary_forward, op, a.data<T>(), bc.a_strides.data(), b.data<T>(), bc.b_strides.data(),
+            y.data<T>(), bc.shape.data(), nd);
   if (autograd::needs_grad({&a, &b})) {
     auto sa = a.grad_slot(), sb = b.grad_slot();
     // d(a*b): da reads b, db reads a; d(a/b): da reads b, db reads a and b.
@@ -111,7 +112,10 @@ Tensor binary(const char* name, kernels::BinaryOp op, const Tensor& a, const Ten
     autograd::record(name, y, [sa, sb, as, bs, a_shape, b_shape, bc, op](const Tensor& dy) {
       Tensor da = sa ? sa->accumulator(a_shape) : Tensor();
       Tensor db = sb ? sb->accumulator(b_shape) : Tensor();
-      VC_KERNEL("binary_backward", dy, binary_backward, op, as.defined() ? as.data<T>() : nullptr, bc.a_strides.data(), bs.defined() ? bs.data<T>() : nullptr, bc.b_strides.data(), dy.data<T>(), da.defined() ? da.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr, bc.shape.data(), static_cast<int>(bc.shape.size()));
+      VC_KERNEL("binary_backward", dy, binary_backward, op, as.defined() ? as.data<T>() : nullptr, bc.a_strides.data(),
+                bs.defined() ? bs.data<T>() : nullptr, bc.b_strides.data(), dy.data<T>(),
+                da.defined() ? da.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr, bc.shape.data(),
+                static_cast<int>(bc.shape.size()));
     });
   }
   return y;
@@ -157,7 +161,8 @@ Tensor gated_tanh_sigmoid(const Tensor& x) {
     Tensor xs = x.detach();
     autograd::record("gated_tanh_sigmoid", y, [slot, xs, B, C, Tlen](const Tensor& dy) {
       Tensor dx = slot->accumulator(xs.shape());
-      VC_KERNEL("gated_tanh_sigmoid_backward", dy, gated_tanh_sigmoid_backward, xs.data<T>(), dy.data<T>(), dx.data<T>(), B, C, Tlen);
+      VC_KERNEL("gated_tanh_sigmoid_backward", dy, gated_tanh_sigmoid_backward, xs.data<T>(), dy.data<T>(),
+                dx.data<T>(), B, C, Tlen);
     });
   }
   return y;
@@ -262,7 +267,8 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
       for (size_t i = 0; i < slots.size(); ++i) {
         if (!slots[i]) continue;
         Tensor dx = slots[i]->accumulator(shapes[i]);
-        VC_KERNEL("slice_gather", dy, slice_gather, dy.data<T>(), dx.data<T>(), outer, mid, inner, offsets[i], shapes[i][d], true);
+        VC_KERNEL("slice_gather", dy, slice_gather, dy.data<T>(), dx.data<T>(), outer, mid, inner, offsets[i],
+                  shapes[i][d], true);
       }
     });
   }
@@ -349,7 +355,9 @@ Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, con
   Tensor probs = Tensor::empty({B * H, Tlen, Tlen}, q.dtype(), q.device());
   Tensor mask = key_mask.dtype() == q.dtype() ? key_mask : key_mask.to(q.dtype());
   Tensor ek = window > 0 ? emb_rel_k : Tensor(), ev = window > 0 ? emb_rel_v : Tensor();
-  VC_KERNEL("relative_attention", q, relative_attention_forward, q.data<T>(), k.data<T>(), v.data<T>(), ek.defined() ? ek.data<T>() : nullptr, ev.defined() ? ev.data<T>() : nullptr, mask.data<T>(), out.data<T>(), probs.data<T>(), B, H, Tlen, D, window);
+  VC_KERNEL("relative_attention", q, relative_attention_forward, q.data<T>(), k.data<T>(), v.data<T>(),
+            ek.defined() ? ek.data<T>() : nullptr, ev.defined() ? ev.data<T>() : nullptr, mask.data<T>(), out.data<T>(),
+            probs.data<T>(), B, H, Tlen, D, window);
   if (autograd::needs_grad({&q, &k, &v, &ek, &ev})) {
     auto sq = q.grad_slot(), sk = k.grad_slot(), sv = v.grad_slot();
     auto sek = ek.defined() ? ek.grad_slot() : nullptr, sev = ev.defined() ? ev.grad_slot() : nullptr;
@@ -392,7 +400,8 @@ std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const 
   const int bins = static_cast<int>(widths.dim(1));
   Tensor out = Tensor::empty(inputs.shape(), inputs.dtype(), inputs.device());
   Tensor logdet = Tensor::empty(inputs.shape(), inputs.dtype(), inputs.device());
-  VC_KERNEL("rational_quadratic_spline", inputs, rational_quadratic_spline_forward, inputs.data<T>(), widths.data<T>(), heights.data<T>(), derivatives.data<T>(), out.data<T>(), logdet.data<T>(), n, bins, reverse, tail_bound);
+  VC_KERNEL("rational_quadratic_spline", inputs, rational_quadratic_spline_forward, inputs.data<T>(), widths.data<T>(),
+            heights.data<T>(), derivatives.data<T>(), out.data<T>(), logdet.data<T>(), n, bins, reverse, tail_bound);
   if (autograd::needs_grad({&inputs, &widths, &heights, &derivatives})) {
     auto sx = inputs.grad_slot(), sw = widths.grad_slot(), sh = heights.grad_slot(), sd = derivatives.grad_slot();
     const Tensor xs = inputs.detach(), ws = widths.detach(), hs = heights.detach(), ds = derivatives.detach();

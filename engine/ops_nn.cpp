@@ -104,7 +104,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     const Shape x_shape = x.shape(), w_shape = w.shape();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, x_shape), dw = grad_buffer(sw, w_shape), db = grad_buffer(sb, {out});
-      VC_KERNEL("linear_backward", dy, linear_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), rows, in_i, out_i);
+      VC_KERNEL("linear_backward", dy, linear_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(),
+                data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), rows, in_i, out_i);
     });
   }
   return y;
@@ -136,7 +137,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     const Shape a_shape = a.shape(), b_shape = b.shape();
     autograd::record(op, c, [=](const Tensor& dc) {
       Tensor da = grad_buffer(sa, a_shape), db = grad_buffer(sb, b_shape);
-      VC_KERNEL("matmul_backward", dc, matmul_backward, data_or_null<T>(as), data_or_null<T>(bs), dc.data<T>(), data_or_null<T>(da), data_or_null<T>(db), batch_i, M_i, K_i, N_i);
+      VC_KERNEL("matmul_backward", dc, matmul_backward, data_or_null<T>(as), data_or_null<T>(bs), dc.data<T>(),
+                data_or_null<T>(da), data_or_null<T>(db), batch_i, M_i, K_i, N_i);
     });
   }
   return c;
@@ -193,14 +195,17 @@ Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& b, int stride, int
                          << ") is shorter than the kernel span " << static_cast<int64_t>(dilation) * (K - 1) + 1
                          << " (weight " << w.describe() << ", dilation " << dilation << ")");
   Tensor y = Tensor::empty({B, Cout, Tout}, x.dtype(), x.device());
-  VC_KERNEL("conv1d", x, conv1d_forward, x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+  VC_KERNEL("conv1d", x, conv1d_forward, x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), B, Cin, Tin, Cout,
+            K, stride, pad_left, pad_right, dilation, groups);
   if (autograd::needs_grad({&x, &w, &b})) {
     SlotPtr sx = slot_of(x), sw = slot_of(w), sb = slot_of(b);
     Tensor xs = saved_if(sw != nullptr, x), ws = saved_if(sx != nullptr, w);
     const Shape x_shape = x.shape(), w_shape = w.shape();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, x_shape), dw = grad_buffer(sw, w_shape), db = grad_buffer(sb, {Cout});
-      VC_KERNEL("conv1d_backward", dy, conv1d_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
+      VC_KERNEL("conv1d_backward", dy, conv1d_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(),
+                data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), B, Cin, Tin, Cout, K, stride, pad_left,
+                pad_right, dilation, groups);
     });
   }
   return y;
@@ -223,14 +228,17 @@ Tensor conv_transpose1d(const Tensor& x, const Tensor& w, const Tensor& b, int s
                          << ", stride " << stride << ", padding " << padding);
   as_int(op, "output length", Tout);
   Tensor y = Tensor::empty({B, Cout, Tout}, x.dtype(), x.device());
-  VC_KERNEL("conv_transpose1d", x, conv_transpose1d_forward, x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(), B, Cin, Tin, Cout, K, stride, padding);
+  VC_KERNEL("conv_transpose1d", x, conv_transpose1d_forward, x.data<T>(), w.data<T>(), data_or_null<T>(b), y.data<T>(),
+            B, Cin, Tin, Cout, K, stride, padding);
   if (autograd::needs_grad({&x, &w, &b})) {
     SlotPtr sx = slot_of(x), sw = slot_of(w), sb = slot_of(b);
     Tensor xs = saved_if(sw != nullptr, x), ws = saved_if(sx != nullptr, w);
     const Shape x_shape = x.shape(), w_shape = w.shape();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, x_shape), dw = grad_buffer(sw, w_shape), db = grad_buffer(sb, {Cout});
-      VC_KERNEL("conv_transpose1d_backward", dy, conv_transpose1d_backward, data_or_null<T>(xs), data_or_null<T>(ws), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), B, Cin, Tin, Cout, K, stride, padding);
+      VC_KERNEL("conv_transpose1d_backward", dy, conv_transpose1d_backward, data_or_null<T>(xs), data_or_null<T>(ws),
+                dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dw), data_or_null<T>(db), B, Cin, Tin, Cout, K,
+                stride, padding);
     });
   }
   return y;
@@ -249,13 +257,15 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   VC_CHECK(eps >= 0.0, op << ": eps " << eps << " must be >= 0");
   const int rows = as_int(op, "rows", x.numel() / C), C_i = as_int(op, "C", C);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  VC_KERNEL("layer_norm", x, layer_norm_forward, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), rows, C_i, eps);
+  VC_KERNEL("layer_norm", x, layer_norm_forward, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), rows, C_i,
+            eps);
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     SlotPtr sx = slot_of(x), sg = slot_of(gamma), sb = slot_of(beta);
     Tensor xs = x.detach(), gs = gamma.detach();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, xs.shape()), dg = grad_buffer(sg, {C}), db = grad_buffer(sb, {C});
-      VC_KERNEL("layer_norm_backward", dy, layer_norm_backward, xs.data<T>(), gs.data<T>(), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dg), data_or_null<T>(db), rows, C_i, eps);
+      VC_KERNEL("layer_norm_backward", dy, layer_norm_backward, xs.data<T>(), gs.data<T>(), dy.data<T>(),
+                data_or_null<T>(dx), data_or_null<T>(dg), data_or_null<T>(db), rows, C_i, eps);
     });
   }
   return y;
@@ -272,13 +282,15 @@ Tensor layer_norm_channels(const Tensor& x, const Tensor& gamma, const Tensor& b
   VC_CHECK(eps >= 0.0, op << ": eps " << eps << " must be >= 0");
   const int B = as_int(op, "batch", x.dim(0)), C_i = as_int(op, "C", C), T_len = as_int(op, "T", x.dim(2));
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  VC_KERNEL("layer_norm_channels", x, layer_norm_channels_forward, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(), B, C_i, T_len, eps);
+  VC_KERNEL("layer_norm_channels", x, layer_norm_channels_forward, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+            y.data<T>(), B, C_i, T_len, eps);
   if (autograd::needs_grad({&x, &gamma, &beta})) {
     SlotPtr sx = slot_of(x), sg = slot_of(gamma), sb = slot_of(beta);
     Tensor xs = x.detach(), gs = gamma.detach();
     autograd::record(op, y, [=](const Tensor& dy) {
       Tensor dx = grad_buffer(sx, xs.shape()), dg = grad_buffer(sg, {C}), db = grad_buffer(sb, {C});
-      VC_KERNEL("layer_norm_channels_backward", dy, layer_norm_channels_backward, xs.data<T>(), gs.data<T>(), dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dg), data_or_null<T>(db), B, C_i, T_len, eps);
+      VC_KERNEL("layer_norm_channels_backward", dy, layer_norm_channels_backward, xs.data<T>(), gs.data<T>(),
+                dy.data<T>(), data_or_null<T>(dx), data_or_null<T>(dg), data_or_null<T>(db), B, C_i, T_len, eps);
     });
   }
   return y;
@@ -300,7 +312,8 @@ Tensor weight_norm(const Tensor& g, const Tensor& v) {
     Tensor gs = g.detach(), vs = v.detach();
     autograd::record(op, w, [=](const Tensor& dw) {
       Tensor dg = grad_buffer(sg, gs.shape()), dv = grad_buffer(sv, vs.shape());
-      VC_KERNEL("weight_norm_backward", dw, weight_norm_backward, gs.data<T>(), vs.data<T>(), dw.data<T>(), data_or_null<T>(dg), data_or_null<T>(dv), rows_i, n);
+      VC_KERNEL("weight_norm_backward", dw, weight_norm_backward, gs.data<T>(), vs.data<T>(), dw.data<T>(),
+                data_or_null<T>(dg), data_or_null<T>(dv), rows_i, n);
     });
   }
   return w;
