@@ -39,6 +39,7 @@
 #include "kernels/conv1d.h"
 #include "kernels/conv_transpose1d.h"
 #include "kernels/cuda/common.cuh"  // the compute stream and cuBLAS handle the ops use (events, baselines)
+#include "kernels/cuda/conv_common.cuh"  // the algorithm cache, cleared for the new-shape-class rows
 #include "kernels/device.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
@@ -223,8 +224,23 @@ void add_conv1d(std::vector<Case>& cases, std::set<std::string>& seen, const Con
   ours.before = [] { kernels::conv1d_set_cuda_path(Conv1dCudaPath::Im2colGemm); };
   ours.baseline = "conv1d cuDNN path, same shape";
   ours.baseline_ref = cudnn.name();
+  // The first call of a new shape class: the algorithm choice (cuDNN's heuristic ranking and the
+  // workspace queries) plus the convolution; its baseline is the same call with the class cached.
+  Case fresh = cudnn;
+  fresh.variant = "cudnn/new shape class";
+  fresh.baseline = "the same call with its shape class cached";
+  fresh.baseline_ref = cudnn.name();
+  fresh.prepare = [prepare = base.prepare] {
+    Prepared p = prepare();
+    p.run = [run = p.run] {
+      kernels::cuda::conv_plan_cache_clear();
+      run();
+    };
+    return p;
+  };
   cases.push_back(cudnn);
   cases.push_back(ours);
+  cases.push_back(fresh);
 }
 
 void conv1d_cases(const Config& cfg, const Combo& cb, std::vector<Case>& cases) {

@@ -154,6 +154,7 @@ struct StepRun {
   int64_t tokens = 0, frames = 0, decoded_frames = 0;
   double host_target_logmel_s = 0;
   std::vector<double> wall, trainer_seconds, tail, losses;
+  std::vector<double> stream_waits;  // times a step waited for the whole compute stream
   int non_finite_steps = 0;
   size_t warmup_peak_live = 0, warmup_peak_reserved = 0, warmup_used = 0;
   size_t peak_live = 0, peak_reserved = 0, used_max = 0, reserved_at_used_max = 0;
@@ -210,8 +211,10 @@ StepRun run_setting(const Args& a, const Setting& s, model::VitsModel& vits, con
     for (int i = 0; i < a.steps; ++i) {
       sync();
       const auto t0 = Clock::now();
+      const uint64_t waits_before = kernels::stream_waits();
       const model::StepStats st = trainer.step(micro, 0);  // resets the allocator's peaks at its start
       const double returned = seconds_since(t0);
+      r.stream_waits.push_back(static_cast<double>(kernels::stream_waits() - waits_before));
       sync();
       const double wall = seconds_since(t0);
       r.wall.push_back(wall);
@@ -281,6 +284,9 @@ json step_json(const StepRun& r, int hop, int sample_rate) {
         static_cast<double>(r.used_max) - static_cast<double>(r.reserved_at_used_max);
     j["device_used_ge_reserved"] = r.used_ge_reserved;
     j["cuda_mallocs_during_timed_steps"] = r.cuda_mallocs_timed;
+    j["median_stream_waits_per_step"] = median_of(r.stream_waits);
+    j["library_memory_bytes"] = kernels::library_memory_bytes();
+    j["library_workspace_bytes"] = kernels::library_workspace_bytes();
   }
   return j;
 }
@@ -298,7 +304,7 @@ json run_adamw(const Args& a, model::VitsModel& vits, const kernels::DeviceInfo&
         adam_ranges_for(store, [](const std::string&) { return true; }, cfg.weight_decay);
     int64_t updated = 0;
     for (const kernels::AdamRange& r : ranges) updated += r.end - r.begin;
-    AdamW opt(store.total(), cfg, ranges, DType::F32, g_device);
+    AdamW opt(store.flat_numel(), cfg, ranges, DType::F32, g_device);
     Tensor& params = store.flat();
     const Tensor& grads = store.grads();
     for (int i = 0; i < 3; ++i) opt.step(params, grads, a.learning_rate);
@@ -320,7 +326,7 @@ json run_adamw(const Args& a, model::VitsModel& vits, const kernels::DeviceInfo&
     const double norm_s = seconds_since(tn) / a.adam_reps;
     const double norm_bytes = static_cast<double>(grads.numel()) * 4;
     j.update({{"status", "ok"},
-              {"elements_total", store.total()},
+              {"elements_total", store.flat_numel()},
               {"elements_updated", updated},
               {"ranges", ranges.size()},
               {"reps", a.adam_reps},
@@ -516,7 +522,7 @@ int run(int argc, char** argv) {
   std::printf("bench_train: %s (random weights, seed %llu, %lld parameters) on %s (sm_%d%d, %s, peak %.0f GB/s, "
               "%.1f fp32 TFLOP/s)\n",
               a.config_path.c_str(), static_cast<unsigned long long>(a.seed),
-              static_cast<long long>(vits.params().total()), info.name.c_str(), info.compute_major,
+              static_cast<long long>(vits.params().count()), info.name.c_str(), info.compute_major,
               info.compute_minor, format_bytes(info.total_memory).c_str(), info.peak_bandwidth_gbs,
               info.peak_fp32_tflops);
   if (g_device == Device::CPU)
@@ -531,7 +537,7 @@ int run(int argc, char** argv) {
            {"implementation", "vitscuda"},
            {"device", device_json(info)},
            {"config", a.config_path},
-           {"parameters", vits.params().total()},
+           {"parameters", vits.params().count()},
            {"seed", a.seed},
            {"seconds", a.seconds},
            {"tokens", ids.size()},

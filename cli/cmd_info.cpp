@@ -35,7 +35,7 @@ void run_info(const std::string& dir) {
   std::printf("parameters:\n");
   for (const auto& [module, count] : loaded.model->params().counts_by_module())
     std::printf("  %-20s %12lld\n", module.c_str(), static_cast<long long>(count));
-  std::printf("  %-20s %12lld\n", "total", static_cast<long long>(loaded.model->params().total()));
+  std::printf("  %-20s %12lld\n", "total", static_cast<long long>(loaded.model->params().count()));
 }
 
 }  // namespace

@@ -71,7 +71,7 @@ void run_selftest(const SelftestArgs& a) {
   auto peak_bytes = [device] {
     return device == Device::CUDA ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
   };
-  std::printf("vitscuda selftest: %s, %lld parameters\n", source.c_str(), static_cast<long long>(vits.params().total()));
+  std::printf("vitscuda selftest: %s, %lld parameters\n", source.c_str(), static_cast<long long>(vits.params().count()));
 
   Rng data_rng(a.seed + 1);
   model::TrainingItem item;

@@ -76,7 +76,9 @@ void* DeviceAllocator::allocate(size_t bytes, const char* what) {
     os << "CUDA out of memory: " << what << " needs " << format_bytes(bytes) << "; live " << format_bytes(stats_.live_bytes)
        << ", peak " << format_bytes(stats_.peak_live_bytes) << ", budget "
        << (stats_.budget_bytes ? format_bytes(stats_.budget_bytes) : std::string("none")) << ", device free "
-       << format_bytes(free_b) << " of " << format_bytes(total_b) << ".";
+       << format_bytes(free_b) << " of " << format_bytes(total_b) << "; outside the budget, the CUDA libraries'"
+       << " own memory (measured when their handles and plans were made): "
+       << format_bytes(kernels::library_memory_bytes()) << ".";
     if (!oom_hint_.empty()) os << " " << oom_hint_;
     throw Error(os.str());
   }

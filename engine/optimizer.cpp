@@ -30,12 +30,17 @@ std::vector<kernels::AdamRange> adam_ranges_for(const ParameterStore& store,
                                                 const std::function<bool(const std::string&)>& decays,
                                                 double weight_decay) {
   std::vector<kernels::AdamRange> ranges;
+  int64_t previous_end = -1;  // where the previous (non-empty) parameter ends in the flat buffer
   for (const ParameterInfo& p : store.params()) {
-    if (!store.trainable(p.name)) continue;
     const int64_t begin = p.offset, end = p.offset + shape_numel(p.shape);
     if (begin == end) continue;
+    // Only alignment padding (always zero) lies between the last range and this parameter when the
+    // previous parameter closed that range: one range then covers both.
+    const bool adjoins = !ranges.empty() && ranges.back().end == previous_end;
+    previous_end = end;
+    if (!store.trainable(p.name)) continue;
     const double wd = decays(p.name) ? weight_decay : 0.0;
-    if (!ranges.empty() && ranges.back().end == begin && ranges.back().weight_decay == wd)
+    if (adjoins && ranges.back().weight_decay == wd)
       ranges.back().end = end;
     else
       ranges.push_back({begin, end, wd});

@@ -14,10 +14,10 @@ void ParameterStore::declare(const std::string& name, const Shape& shape, Parame
   ParameterInfo info;
   info.name = name;
   info.shape = shape;
-  info.offset = total_;
+  info.offset = (total_ + kParameterAlignment - 1) / kParameterAlignment * kParameterAlignment;
   info.init = std::move(init);
   info.module = name.substr(0, name.find('.'));
-  total_ += shape_numel(shape);
+  total_ = info.offset + shape_numel(shape);
   index_[name] = params_.size();
   params_.push_back(std::move(info));
 }
@@ -88,6 +88,12 @@ Tensor ParameterStore::grad(const std::string& name) const {
 
 void ParameterStore::zero_grad() {
   if (grads_.defined()) grads_.fill(0.0);
+}
+
+int64_t ParameterStore::count() const {
+  int64_t n = 0;
+  for (const ParameterInfo& p : params_) n += shape_numel(p.shape);
+  return n;
 }
 
 int64_t ParameterStore::trainable_count() const {

@@ -36,6 +36,11 @@ struct ParameterInit {
   ParameterInit(InitKind k, double v = 0.0, std::string of = {}) : kind(k), value(v), norm_of(std::move(of)) {}
 };
 
+// Each parameter starts at a multiple of this many elements (16 bytes in f32) of the flat buffers,
+// so vectorised library kernels (cuBLAS, cuDNN, cuFFT) are not locked out of their aligned paths.
+// The gaps stay zero: their gradient is zero, so AdamW (weight decay included) leaves them zero.
+constexpr int64_t kParameterAlignment = 4;
+
 struct ParameterInfo {
   std::string name;
   Shape shape;
@@ -56,7 +61,10 @@ class ParameterStore {
   Tensor get(const std::string& name) const;  // a view into the flat buffer; unknown name is an error
   const ParameterInfo& info(const std::string& name) const;
   const std::vector<ParameterInfo>& params() const { return params_; }  // declaration order
-  int64_t total() const { return total_; }
+  // Elements in the flat buffers (parameters, gradients, optimizer moments): the parameters plus
+  // the zero gaps that align each one (kParameterAlignment).
+  int64_t flat_numel() const { return total_; }
+  int64_t count() const;  // elements of all parameters, without the gaps
   // Moves the parameters (and gradients, when enabled) to `device`; views handed out before
   // keep the old storage.
   void to(Device device);

@@ -25,6 +25,7 @@ void philox4x32(uint64_t key, uint64_t counter, uint32_t out[4]) { kernels::phil
 namespace {
 
 using kernels::philox_normal_at;
+using kernels::philox_scale_uniform;
 using kernels::philox_stream_words;
 using kernels::philox_uniform_at;
 
@@ -63,7 +64,8 @@ void Rng::fill_uniform(Tensor& t, double lo, double hi) {
     const T top = static_cast<T>(hi);
 #pragma omp parallel for if (n > kParallelMin)
     for (int64_t i = 0; i < n; ++i) {
-      T v = static_cast<T>(lo + (hi - lo) * philox_uniform_at(seed, base + 2 * static_cast<uint64_t>(i)));
+      const double u = philox_uniform_at(seed, base + 2 * static_cast<uint64_t>(i));
+      T v = static_cast<T>(philox_scale_uniform(lo, hi, u));
       // Rounding to T can reach hi itself; the range is half-open.
       if (v >= top && lo < hi) v = std::nextafter(top, static_cast<T>(lo));
       p[i] = v;

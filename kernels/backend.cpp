@@ -50,6 +50,9 @@ void copy_device_to_host(void*, const void*, size_t) { no_cuda("copy from the de
 void copy_device_to_device(void*, const void*, size_t) { no_cuda("device copy"); }
 void device_memset_zero(void*, size_t) { no_cuda("device memset"); }
 void device_synchronize() { no_cuda("device synchronisation"); }
+uint64_t stream_waits() { return 0; }  // there is no stream to wait for
+size_t library_memory_bytes() { return 0; }
+size_t library_workspace_bytes() { return 0; }
 void set_scratch_allocator(ScratchAlloc, ScratchFree) {}
 DeviceInfo device_info() { no_cuda("device properties"); }
 void device_memory_info(size_t*, size_t*) { no_cuda("device memory info"); }

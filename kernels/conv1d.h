@@ -40,13 +40,13 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
-// cuDNN with its algorithm chosen once per shape (cudnnFind, cached), or our im2col + cuBLAS
+// cuDNN with its algorithm chosen per shape class (kernels/cuda/conv_common.cuh), or our im2col + cuBLAS
 // kernel where cuDNN cannot (asymmetric padding) or is set aside (conv1d_set_cuda_path).
 void conv1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin, int Cout,
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups);
 // Backward (kernels/cuda/conv1d_backward.cu): same arguments and accumulation as the CPU backward.
-// On the forward's path: cuDNN backward-data / backward-filter (beta = 1, algorithms found once
-// per shape on a scratch output and cached, deterministic ones preferred), or im2col + cuBLAS
+// On the forward's path: cuDNN backward-data / backward-filter (beta = 1, algorithms chosen per
+// shape class, deterministic ones preferred), or im2col + cuBLAS
 // with a col2im gather; db by a deterministic reduction.
 void conv1d_backward_cuda(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int B,
                           int Cin, int Tin, int Cout, int K, int stride, int pad_left, int pad_right, int dilation,

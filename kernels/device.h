@@ -18,12 +18,24 @@ void* device_malloc_raw(size_t bytes);
 void device_free_raw(void* ptr);
 
 // Copies are ordered on the compute stream; those that read into host memory wait for it.
+// Host-to-device copies up to 32 MiB return at once (the bytes are staged in pinned memory, so
+// src may be reused immediately); larger ones wait for the stream.
 void copy_host_to_device(void* dst, const void* src, size_t bytes);
 void copy_device_to_host(void* dst, const void* src, size_t bytes);
 void copy_device_to_device(void* dst, const void* src, size_t bytes);
 void device_memset_zero(void* dst, size_t bytes);
 // Waits for all work on the compute stream and reports any asynchronous kernel error.
 void device_synchronize();
+// How many times the host has waited for the whole compute stream so far (device_synchronize,
+// copies to the host, large copies from it): tests and benchmarks count them per step.
+uint64_t stream_waits();
+// Device memory the CUDA libraries took for themselves, outside the allocator and its budget,
+// measured (the drop in free device memory) when their handles and plans were created; kernel
+// modules that the libraries load later are not included. 0 before any library was used.
+size_t library_memory_bytes();
+// Workspaces handed to the libraries from the allocator (cuBLAS's, cuFFT's plans'): counted by the
+// budget, reported here so that a user can see what they cost.
+size_t library_workspace_bytes();
 
 // Scratch memory for kernels (cuDNN workspaces, im2col buffers, uploaded index arrays). The
 // engine installs its caching allocator here, so scratch counts against the memory budget.

@@ -87,8 +87,9 @@ void sum_mid_forward_cuda(const float* x, float* y, int64_t outer, int64_t mid, 
 void fill_cuda(float* y, int64_t n, float value);
 void unary_backward_cuda(UnaryOp op, const float* x, const float* y, const float* dy, float* dx, int64_t n,
                          double param);
-// A broadcast operand's gradient sums over its broadcast positions in a fixed order (one warp per
-// element), so repeated runs give identical gradients.
+// A full-shaped operand's gradient is one thread per element; a broadcast operand's sums over its
+// broadcast positions in a fixed order (one thread per element below 32 positions, else one warp),
+// so repeated runs give identical gradients.
 void binary_backward_cuda(BinaryOp op, const float* a, const int64_t* a_strides, const float* b,
                           const int64_t* b_strides, const float* dy, float* da, float* db, const int64_t* out_shape,
                           int ndim);

@@ -64,6 +64,17 @@ VC_HOST_DEVICE inline double philox_uniform_at(uint64_t seed, uint64_t w) {
   return static_cast<double>(philox_bits53(v[0], v[1])) / 9007199254740992.0;
 }
 
+// lo + (hi - lo) * u, rounded after the product and after the sum on both sides: nvcc contracts the
+// plain expression into one FMA (one rounding), which would make CUDA draws differ from the CPU's in
+// the last bit. Host code is built with -ffp-contract=off (CMakeLists.txt), so it never fuses.
+VC_HOST_DEVICE inline double philox_scale_uniform(double lo, double hi, double u) {
+#ifdef __CUDA_ARCH__
+  return __dadd_rn(lo, __dmul_rn(hi - lo, u));
+#else
+  return lo + (hi - lo) * u;
+#endif
+}
+
 // N(0, 1) from words w .. w+3 (Box-Muller, cosine branch).
 VC_HOST_DEVICE inline double philox_normal_at(uint64_t seed, uint64_t w) {
   uint32_t v[4];

@@ -42,7 +42,7 @@ MelTrainer::MelTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions opti
     : model_(model),
       mel_(std::move(mel)),
       options_(options),
-      optimizer_(model.params().total(), options.adam, trainable_ranges(model, options.adam), DType::F32,
+      optimizer_(model.params().flat_numel(), options.adam, trainable_ranges(model, options.adam), DType::F32,
                  model.params().device()),
       schedule_(make_schedule(options)),
       rng_(seed) {}

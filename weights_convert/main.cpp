@@ -22,7 +22,7 @@ void print_counts(const ParameterStore& store) {
   std::printf("parameters by module:\n");
   for (const auto& [module, count] : store.counts_by_module())
     std::printf("  %-20s %12lld\n", module.c_str(), static_cast<long long>(count));
-  std::printf("  %-20s %12lld\n", "total", static_cast<long long>(store.total()));
+  std::printf("  %-20s %12lld\n", "total", static_cast<long long>(store.count()));
 }
 
 std::string layout_name(model::WeightNormLayout l) {

@@ -26,6 +26,12 @@ cudaStream_t compute_stream();
 cublasHandle_t cublas_handle();  // bound to the compute stream, default (non-TF32) math
 cudnnHandle_t cudnn_handle();    // bound to the compute stream
 
+// Library memory bookkeeping (kernels/device.h: library_memory_bytes, library_workspace_bytes):
+// device memory a library took for itself, outside our allocator, and workspaces we handed a
+// library from our allocator (counted by the budget).
+void add_library_memory(size_t bytes);
+void add_library_workspace(size_t bytes);
+
 void* scratch_alloc(size_t bytes, const char* what);
 void scratch_free(void* ptr);
 

@@ -1,4 +1,4 @@
-// conv1d on the GPU: cuDNN (conv_common.cuh: the algorithm found once per shape and cached), or
+// conv1d on the GPU: cuDNN (conv_common.cuh: the algorithm chosen per shape class and cached), or
 // our im2col + cuBLAS path where cuDNN cannot serve (asymmetric padding) or is set aside.
 // Both use fp32 FMA math only (no TF32), to stay within float rounding of the CPU.
 #include <algorithm>
@@ -6,6 +6,7 @@
 #include "kernels/conv1d.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/conv_common.cuh"
+#include "kernels/device.h"
 
 namespace vitscuda::kernels {
 
@@ -59,6 +60,12 @@ void conv1d_forward_cuda(const float* x, const float* w, const float* b, float* 
   const int64_t Tout =
       conv1d_checked_output_length("conv1d", B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups);
   if (B == 0) return;
+  if (Tin == 0) {
+    // Every window reads only padding: the output is the bias (cuDNN rejects a zero-width input).
+    device_memset_zero(y, sizeof(float) * size_t(B) * Cout * size_t(Tout));
+    cuda::add_channel_bias(y, b, B, Cout, Tout);
+    return;
+  }
   const bool cudnn_can = pad_left == pad_right;
   VC_CHECK(g_path != Conv1dCudaPath::Cudnn || cudnn_can,
            "conv1d: the cuDNN path was requested but cuDNN has no asymmetric padding (" << pad_left << ", "

@@ -1,8 +1,8 @@
 // conv1d backward on the GPU, on the same two paths as the forward (conv1d.cu):
 //  - cuDNN (symmetric padding, unless conv1d_set_cuda_path(Im2colGemm)): dx by
 //    cudnnConvolutionBackwardData and dw by cudnnConvolutionBackwardFilter, both with beta = 1
-//    so they accumulate (conv_common.cuh: each algorithm found once per shape, on a scratch output,
-//    never on dx / dw).
+//    so they accumulate (conv_common.cuh: the algorithm chosen per shape class by cuDNN's heuristic,
+//    with no search that would write dx / dw).
 //  - im2col + cuBLAS (asymmetric padding, or forced): per batch item and tile of output
 //    columns, dw_g += dy_g cols_g^T (cols = im2col(x)), and dcols_g = w_g^T dy_g followed by a
 //    col2im gather: one thread per input element sums the window entries that read it, so no
@@ -97,7 +97,7 @@ void conv1d_backward_im2col(const float* x, const float* w, const float* dy, flo
 
 // ---------------------------------------------------------------- cuDNN
 
-// dx and dw accumulate (beta = 1); conv_common.cuh runs each algorithm search on a scratch output.
+// dx and dw accumulate (beta = 1).
 void conv1d_backward_cudnn(const float* x, const float* w, const float* dy, float* dx, float* dw, int B, int Cin,
                            int Tin, int Cout, int K, int stride, int pad, int dilation, int groups, int64_t Tout) {
   const cuda::CudnnConvShape c{"conv1d backward", B, Cin, Tin, Cout, K, stride, pad, dilation, groups, Tout};

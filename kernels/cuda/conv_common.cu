@@ -1,10 +1,12 @@
 // What the convolution family shares; see conv_common.cuh.
+#include <algorithm>
 #include <climits>
 #include <map>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/conv_common.cuh"
@@ -13,25 +15,29 @@ namespace vitscuda::kernels::cuda {
 
 namespace {
 
-// An algorithm chosen for one direction of one shape.
-struct Choice {
-  bool found = false;
-  int algo = 0;  // the direction's cudnnConvolution*Algo_t
-  size_t workspace = 0;
+enum Direction { kForward = 0, kBackwardData = 1, kBackwardFilter = 2 };
+const char* const kDirectionNames[] = {"forward", "backward-data", "backward-filter"};
+
+// The descriptors of the call at hand, set anew for each call (cheap host calls; one set suffices
+// since calls are serialised by g_mutex).
+struct Descriptors {
+  cudnnTensorDescriptor_t in = nullptr, out = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
 };
 
-struct Plan {
-  cudnnTensorDescriptor_t in_desc = nullptr, out_desc = nullptr;
-  cudnnFilterDescriptor_t w_desc = nullptr;
-  cudnnConvolutionDescriptor_t conv_desc = nullptr;
-  Choice forward, backward_data, backward_filter;
+// A shape class: one direction of one convolution, its batch, and its input length rounded up to
+// a power of two. Its candidates are cuDNN's heuristic ranking for the class's representative shape
+// (the bucket's largest length), deterministic FMA algorithms first.
+using ClassKey = std::tuple<int, int, int, int, int, int, int, int, int, int>;
+struct ClassEntry {
+  std::vector<int> candidates;
+  uint64_t last_use = 0;
 };
 
-using ShapeKey = std::tuple<int, int, int, int, int, int, int, int, int>;
-std::mutex g_mutex;              // the plans, and each call (one compute stream, one cuDNN handle)
-std::map<ShapeKey, Plan> g_plans;  // descriptors live for the process, one set per shape
-
-constexpr size_t kMaxFindWorkspace = size_t(256) << 20;
+std::mutex g_mutex;  // the cache and the descriptors, and each call (one stream, one cuDNN handle)
+std::map<ClassKey, ClassEntry> g_classes;
+uint64_t g_use_clock = 0;
 
 std::string describe(const CudnnConvShape& s) {
   std::ostringstream os;
@@ -41,148 +47,197 @@ std::string describe(const CudnnConvShape& s) {
   return os.str();
 }
 
-Plan& plan_for(const CudnnConvShape& s) {
-  const ShapeKey key{s.batch,  s.in_channels, s.in_length, s.out_channels, s.kernel,
-                     s.stride, s.padding,     s.dilation,  s.groups};
-  auto it = g_plans.find(key);
-  if (it != g_plans.end()) return it->second;
-  VC_CHECK(s.out_length >= 1 && s.out_length <= INT_MAX,
-           s.op << ": output length " << s.out_length << " is outside cuDNN's int dimensions (" << describe(s) << ")");
-  Plan p;
-  CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.in_desc));
-  CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.out_desc));
-  CUDNN_CHECK(cudnnCreateFilterDescriptor(&p.w_desc));
-  CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p.conv_desc));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.in_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.batch, s.in_channels, 1,
-                                         s.in_length));
-  CUDNN_CHECK(cudnnSetFilter4dDescriptor(p.w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s.out_channels,
+Descriptors& descriptors() {
+  static Descriptors d = [] {
+    Descriptors n;
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&n.in));
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&n.out));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&n.w));
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&n.conv));
+    return n;
+  }();
+  return d;
+}
+
+// Sets the descriptors for shape s with input length in_length (the call's own, or a class's
+// representative) and returns cuDNN's output length.
+int set_descriptors(Descriptors& d, const CudnnConvShape& s, int in_length) {
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(d.in, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.batch, s.in_channels, 1,
+                                         in_length));
+  CUDNN_CHECK(cudnnSetFilter4dDescriptor(d.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, s.out_channels,
                                          s.in_channels / s.groups, 1, s.kernel));
-  CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p.conv_desc, 0, s.padding, 1, s.stride, 1, s.dilation,
+  CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d.conv, 0, s.padding, 1, s.stride, 1, s.dilation,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  CUDNN_CHECK(cudnnSetConvolutionGroupCount(p.conv_desc, s.groups));
-  CUDNN_CHECK(cudnnSetConvolutionMathType(p.conv_desc, CUDNN_FMA_MATH));  // no TF32
+  CUDNN_CHECK(cudnnSetConvolutionGroupCount(d.conv, s.groups));
+  CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv, CUDNN_FMA_MATH));  // no TF32
   int on = 0, oc = 0, oh = 0, ow = 0;
-  CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(p.conv_desc, p.in_desc, p.w_desc, &on, &oc, &oh, &ow));
-  VC_CHECK(on == s.batch && oc == s.out_channels && oh == 1 && ow == s.out_length,
-           s.op << ": cuDNN's output shape [" << on << ", " << oc << ", " << oh << ", " << ow
-                << "] differs from the expected [" << s.batch << ", " << s.out_channels << ", 1, " << s.out_length
-                << "] (" << describe(s) << ")");
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.out_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.batch, s.out_channels, 1,
-                                         ow));
-  return g_plans.emplace(key, p).first->second;
+  CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(d.conv, d.in, d.w, &on, &oc, &oh, &ow));
+  VC_CHECK(on == s.batch && oc == s.out_channels && oh == 1 && ow >= 1,
+           s.op << ": cuDNN's output shape [" << on << ", " << oc << ", " << oh << ", " << ow << "] for input length "
+                << in_length << " is not [" << s.batch << ", " << s.out_channels << ", 1, >= 1] (" << describe(s)
+                << ")");
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(d.out, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, s.batch, s.out_channels, 1, ow));
+  return ow;
 }
 
-// The search workspace: kMaxFindWorkspace, or none when memory is tight (then only algorithms
-// without a workspace are considered).
-Scratch search_workspace(size_t* limit) {
-  *limit = kMaxFindWorkspace;
-  try {
-    return Scratch(*limit, "cuDNN algorithm search workspace");
-  } catch (const Error&) {
-    *limit = 0;
-    return Scratch();
-  }
-}
-
-// From Find's results (sorted fastest first): the fastest deterministic algorithm that ran and
-// fits, else the fastest that ran; never a tensor-op result.
+// The ranking: deterministic FMA algorithms in the heuristic's order, then non-deterministic FMA
+// ones (used only where no deterministic one can run). Tensor-op results are never taken.
 template <typename Perf>
-Choice choose(const Perf* perf, int found, size_t limit) {
+std::vector<int> rank(const Perf* perf, int returned) {
+  std::vector<int> ranked;
   for (int pass = 0; pass < 2; ++pass)
-    for (int i = 0; i < found; ++i) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > limit) continue;
+    for (int i = 0; i < returned; ++i) {
+      if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
       if (perf[i].mathType == CUDNN_TENSOR_OP_MATH || perf[i].mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
         continue;
-      if (pass == 0 && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
-      return Choice{true, static_cast<int>(perf[i].algo), perf[i].memory};
+      if ((perf[i].determinism == CUDNN_DETERMINISTIC) != (pass == 0)) continue;
+      const int algo = static_cast<int>(perf[i].algo);
+      if (std::find(ranked.begin(), ranked.end(), algo) == ranked.end()) ranked.push_back(algo);
     }
-  return Choice{};
+  return ranked;
 }
 
-// Where Find may write: the real output when the call overwrites it anyway, else scratch.
-float* search_output(float beta, float* out, size_t elements, Scratch& scratch, const char* what) {
-  if (beta == 0.0f) return out;
-  scratch = Scratch(sizeof(float) * elements, what);
-  return scratch.as<float>();
+std::vector<int> heuristic_ranking(Direction dir, const Descriptors& d) {
+  cudnnHandle_t h = cudnn_handle();
+  int returned = 0;
+  if (dir == kForward) {
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, d.in, d.w, d.conv, d.out, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                       &returned, perf));
+    return rank(perf, returned);
+  }
+  if (dir == kBackwardData) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w, d.out, d.conv, d.in,
+                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf));
+    return rank(perf, returned);
+  }
+  cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+  CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.in, d.out, d.conv, d.w,
+                                                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf));
+  return rank(perf, returned);
 }
 
-void require(const Choice& c, const CudnnConvShape& s, const char* direction) {
-  VC_CHECK(c.found, s.op << ": cuDNN found no usable " << direction << " algorithm for " << describe(s));
+// The workspace algo needs for the shape in d, or false where cuDNN does not support it there.
+bool workspace_for(Direction dir, const Descriptors& d, int algo, size_t* bytes) {
+  cudnnHandle_t h = cudnn_handle();
+  cudnnStatus_t st;
+  if (dir == kForward)
+    st = cudnnGetConvolutionForwardWorkspaceSize(h, d.in, d.w, d.conv, d.out,
+                                                 static_cast<cudnnConvolutionFwdAlgo_t>(algo), bytes);
+  else if (dir == kBackwardData)
+    st = cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.out, d.conv, d.in,
+                                                      static_cast<cudnnConvolutionBwdDataAlgo_t>(algo), bytes);
+  else
+    st = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.in, d.out, d.conv, d.w,
+                                                        static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo), bytes);
+  return st == CUDNN_STATUS_SUCCESS;
+}
+
+const ClassEntry& class_for(Direction dir, const CudnnConvShape& s) {
+  const int bucket = conv_length_bucket(s.in_length);
+  const ClassKey key{dir, s.batch, s.in_channels, s.out_channels, s.kernel, s.stride, s.padding, s.dilation, s.groups,
+                     bucket};
+  auto it = g_classes.find(key);
+  if (it == g_classes.end()) {
+    if (g_classes.size() >= kConvPlanCacheLimit) {  // evict the least recently used class
+      auto oldest = g_classes.begin();
+      for (auto c = g_classes.begin(); c != g_classes.end(); ++c)
+        if (c->second.last_use < oldest->second.last_use) oldest = c;
+      g_classes.erase(oldest);
+    }
+    Descriptors& d = descriptors();
+    set_descriptors(d, s, bucket);
+    it = g_classes.emplace(key, ClassEntry{heuristic_ranking(dir, d), 0}).first;
+  }
+  it->second.last_use = ++g_use_clock;
+  return it->second;
+}
+
+struct Choice {
+  int algo = -1;
+  size_t workspace = 0;
+};
+
+// Sets the descriptors to the call's shape and picks the first candidate of its class that cuDNN
+// supports there within kMaxConvWorkspaceBytes. A function of the shape alone: every process makes
+// the same choice, whatever it ran before or how much memory is free.
+Choice choose(Direction dir, const CudnnConvShape& s) {
+  const ClassEntry& c = class_for(dir, s);
+  Descriptors& d = descriptors();
+  const int ow = set_descriptors(d, s, s.in_length);
+  VC_CHECK(ow == s.out_length, s.op << ": cuDNN's output length " << ow << " differs from the expected "
+                                    << s.out_length << " (" << describe(s) << ")");
+  for (const int algo : c.candidates) {
+    size_t bytes = 0;
+    if (workspace_for(dir, d, algo, &bytes) && bytes <= kMaxConvWorkspaceBytes) return Choice{algo, bytes};
+  }
+  // None of the class's candidates runs at this length: the heuristic for the shape itself.
+  for (const int algo : heuristic_ranking(dir, d)) {
+    size_t bytes = 0;
+    if (workspace_for(dir, d, algo, &bytes) && bytes <= kMaxConvWorkspaceBytes) return Choice{algo, bytes};
+  }
+  VC_FAIL(s.op << ": cuDNN has no usable " << kDirectionNames[dir] << " algorithm (FMA math, workspace up to "
+               << (kMaxConvWorkspaceBytes >> 20) << " MiB) for " << describe(s));
 }
 
 }  // namespace
 
+int conv_length_bucket(int length) {
+  int bucket = 16;
+  while (bucket < length && bucket < (INT_MAX >> 1)) bucket *= 2;
+  return bucket < length ? length : bucket;
+}
+
+int cudnn_conv_algorithm(const CudnnConvShape& s, int direction) {
+  VC_CHECK(direction >= 0 && direction <= 2, "cudnn_conv_algorithm: direction " << direction << " is not 0, 1 or 2");
+  VC_CHECK(s.out_length >= 1 && s.out_length <= INT_MAX,
+           s.op << ": output length " << s.out_length << " is outside cuDNN's int dimensions (" << describe(s) << ")");
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return choose(static_cast<Direction>(direction), s).algo;
+}
+
+size_t conv_plan_cache_entries() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_classes.size();
+}
+
+void conv_plan_cache_clear() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_classes.clear();
+}
+
 void cudnn_conv_forward(const CudnnConvShape& s, const float* x, const float* w, float beta, float* y) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  Plan& p = plan_for(s);
-  if (!p.forward.found) {
-    Scratch scratch;
-    float* out = search_output(beta, y, size_t(s.batch) * s.out_channels * size_t(s.out_length), scratch,
-                               "cuDNN forward search output");
-    size_t limit = 0;
-    Scratch workspace = search_workspace(&limit);
-    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int found = 0;
-    CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(cudnn_handle(), p.in_desc, x, p.w_desc, w, p.conv_desc,
-                                                       p.out_desc, out, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &found, perf,
-                                                       workspace.get(), limit));
-    p.forward = choose(perf, found, limit);
-    require(p.forward, s, "forward");
-  }
-  Scratch workspace(p.forward.workspace, "cuDNN convolution workspace");
+  const Choice c = choose(kForward, s);
+  const Descriptors& d = descriptors();
+  Scratch workspace(c.workspace, "cuDNN convolution workspace");
   const float one = 1.0f;
-  CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p.in_desc, x, p.w_desc, w, p.conv_desc,
-                                      static_cast<cudnnConvolutionFwdAlgo_t>(p.forward.algo), workspace.get(),
-                                      p.forward.workspace, &beta, p.out_desc, y));
+  CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, d.in, x, d.w, w, d.conv,
+                                      static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), workspace.get(), c.workspace,
+                                      &beta, d.out, y));
 }
 
 void cudnn_conv_backward_data(const CudnnConvShape& s, const float* w, const float* dy, float beta, float* dx) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  Plan& p = plan_for(s);
-  if (!p.backward_data.found) {
-    Scratch scratch;
-    float* out = search_output(beta, dx, size_t(s.batch) * s.in_channels * size_t(s.in_length), scratch,
-                               "cuDNN backward-data search output");
-    size_t limit = 0;
-    Scratch workspace = search_workspace(&limit);
-    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int found = 0;
-    CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(cudnn_handle(), p.w_desc, w, p.out_desc, dy, p.conv_desc,
-                                                            p.in_desc, out, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                            &found, perf, workspace.get(), limit));
-    p.backward_data = choose(perf, found, limit);
-    require(p.backward_data, s, "backward-data");
-  }
-  Scratch workspace(p.backward_data.workspace, "cuDNN backward-data workspace");
+  const Choice c = choose(kBackwardData, s);
+  const Descriptors& d = descriptors();
+  Scratch workspace(c.workspace, "cuDNN backward-data workspace");
   const float one = 1.0f;
-  CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p.w_desc, w, p.out_desc, dy, p.conv_desc,
-                                           static_cast<cudnnConvolutionBwdDataAlgo_t>(p.backward_data.algo),
-                                           workspace.get(), p.backward_data.workspace, &beta, p.in_desc, dx));
+  CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, d.w, w, d.out, dy, d.conv,
+                                           static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), workspace.get(),
+                                           c.workspace, &beta, d.in, dx));
 }
 
 void cudnn_conv_backward_filter(const CudnnConvShape& s, const float* x, const float* dy, float beta, float* dw) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  Plan& p = plan_for(s);
-  if (!p.backward_filter.found) {
-    Scratch scratch;
-    float* out = search_output(beta, dw, size_t(s.out_channels) * (s.in_channels / s.groups) * s.kernel, scratch,
-                               "cuDNN backward-filter search output");
-    size_t limit = 0;
-    Scratch workspace = search_workspace(&limit);
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int found = 0;
-    CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(cudnn_handle(), p.in_desc, x, p.out_desc, dy,
-                                                              p.conv_desc, p.w_desc, out,
-                                                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &found, perf,
-                                                              workspace.get(), limit));
-    p.backward_filter = choose(perf, found, limit);
-    require(p.backward_filter, s, "backward-filter");
-  }
-  Scratch workspace(p.backward_filter.workspace, "cuDNN backward-filter workspace");
+  const Choice c = choose(kBackwardFilter, s);
+  const Descriptors& d = descriptors();
+  Scratch workspace(c.workspace, "cuDNN backward-filter workspace");
   const float one = 1.0f;
-  CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p.in_desc, x, p.out_desc, dy, p.conv_desc,
-                                             static_cast<cudnnConvolutionBwdFilterAlgo_t>(p.backward_filter.algo),
-                                             workspace.get(), p.backward_filter.workspace, &beta, p.w_desc, dw));
+  CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, d.in, x, d.out, dy, d.conv,
+                                             static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), workspace.get(),
+                                             c.workspace, &beta, d.w, dw));
 }
 
 namespace {

@@ -1,7 +1,7 @@
 // conv_transpose1d on cuDNN: a transposed convolution is the input gradient of the convolution
 // C whose filter is w [Cin, Cout, K] read as [out = Cin, in = Cout, 1, K], so cuDNN's
-// backward-data direction of C computes it directly (conv_common.cuh: the algorithm found once per
-// shape and cached; fp32 FMA math only). C maps the transposed convolution's output length
+// backward-data direction of C computes it directly (conv_common.cuh: the algorithm chosen per shape
+// class; fp32 FMA math only). C maps the transposed convolution's output length
 // Tout = (Tin - 1) * stride - 2 * padding + K back to exactly Tin.
 #include "kernels/conv_transpose1d.h"
 #include "kernels/cuda/common.cuh"

@@ -5,8 +5,8 @@
 //   dw += filter gradient of C       cudnnConvolutionBackwardFilter with C's input = dy and its
 //                                    output gradient = x
 // both with beta = 1 (accumulate). C maps Tout back to exactly Tin: (Tout + 2p - K)/stride + 1 = Tin
-// with no remainder, since Tout = (Tin - 1)*stride - 2p + K. Algorithms: conv_common.cuh (found
-// once per shape, on a scratch output). db is a deterministic reduction. fp32 FMA math only.
+// with no remainder, since Tout = (Tin - 1)*stride - 2p + K. Algorithms: conv_common.cuh (chosen
+// per shape class). db is a deterministic reduction. fp32 FMA math only.
 #include <cstdint>
 
 #include "kernels/conv_transpose1d.h"

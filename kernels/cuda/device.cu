@@ -1,4 +1,5 @@
 // The compute stream, library handles, error reporting, raw memory and device properties.
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -85,13 +86,40 @@ cudaStream_t compute_stream() {
   return stream;
 }
 
+namespace {
+
+std::atomic<size_t> g_library_memory{0};
+std::atomic<size_t> g_library_workspaces{0};
+
+// Runs create() and adds the device memory it took (the drop in cudaMemGetInfo's free bytes) to
+// the libraries' own memory, which no budget can see.
+template <typename Create>
+void measured(Create create) {
+  size_t free_before = 0, free_after = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+  create();
+  CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  if (free_after < free_before) g_library_memory += free_before - free_after;
+}
+
+}  // namespace
+
 cublasHandle_t cublas_handle() {
   static cublasHandle_t handle = [] {
     cublasHandle_t h = nullptr;
-    CUBLAS_CHECK(cublasCreate(&h));
+    measured([&] { CUBLAS_CHECK(cublasCreate(&h)); });
     CUBLAS_CHECK(cublasSetStream(h, compute_stream()));
     // Full fp32 products: parity with the CPU reference is part of the contract.
     CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+    // cuBLAS's workspace from our allocator, so the budget counts it (cuBLAS's own default sizes:
+    // 32 MiB on Hopper and later, 4 MiB before). It lives as long as the handle.
+    int device = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    const size_t bytes = major >= 9 ? (size_t(32) << 20) : (size_t(4) << 20);
+    void* workspace = scratch_alloc(bytes, "cuBLAS workspace");
+    CUBLAS_CHECK(cublasSetWorkspace(h, workspace, bytes));
+    add_library_workspace(bytes);
     return h;
   }();
   return handle;
@@ -100,12 +128,15 @@ cublasHandle_t cublas_handle() {
 cudnnHandle_t cudnn_handle() {
   static cudnnHandle_t handle = [] {
     cudnnHandle_t h = nullptr;
-    CUDNN_CHECK(cudnnCreate(&h));
+    measured([&] { CUDNN_CHECK(cudnnCreate(&h)); });
     CUDNN_CHECK(cudnnSetStream(h, compute_stream()));
     return h;
   }();
   return handle;
 }
+
+void add_library_memory(size_t bytes) { g_library_memory += bytes; }
+void add_library_workspace(size_t bytes) { g_library_workspaces += bytes; }
 
 void* scratch_alloc(size_t bytes, const char* what) {
   VC_CHECK(g_scratch_alloc, "CUDA scratch allocator not installed (the engine's device allocator sets it)");
@@ -116,11 +147,76 @@ void scratch_free(void* ptr) {
   if (ptr && g_scratch_free) g_scratch_free(ptr);
 }
 
+namespace {
+
+std::atomic<uint64_t> g_stream_waits{0};
+
+// Host-to-device copies go through pinned staging buffers: the caller's bytes are copied into one
+// on the host, and the device copy from it is truly asynchronous, so the caller's array may die at
+// once and the stream is not drained. Each buffer's last copy is marked by an event; a buffer is
+// reused only after that event, i.e. after the copy made kSlots uploads ago, which is long done in
+// a training step. Buffers grow to the largest upload they carry (powers of two) and live for the
+// process.
+class StagingRing {
+ public:
+  static constexpr int kSlots = 16;
+
+  void copy(void* device_dst, const void* host_src, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Slot& slot = slots_[next_];
+    next_ = (next_ + 1) % kSlots;
+    if (slot.in_flight) {
+      CUDA_CHECK(cudaEventSynchronize(slot.done));  // the copy of kSlots uploads ago, not the whole stream
+      slot.in_flight = false;
+    }
+    if (slot.bytes < bytes) {
+      if (slot.host) CUDA_CHECK(cudaFreeHost(slot.host));
+      slot.host = nullptr;
+      slot.bytes = 0;
+      size_t size = kMinSlotBytes;
+      while (size < bytes) size *= 2;
+      CUDA_CHECK(cudaMallocHost(&slot.host, size));
+      slot.bytes = size;
+    }
+    if (!slot.done) CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
+    std::memcpy(slot.host, host_src, bytes);
+    CUDA_CHECK(cudaMemcpyAsync(device_dst, slot.host, bytes, cudaMemcpyHostToDevice, compute_stream()));
+    CUDA_CHECK(cudaEventRecord(slot.done, compute_stream()));
+    slot.in_flight = true;
+  }
+
+ private:
+  static constexpr size_t kMinSlotBytes = size_t(64) << 10;
+  struct Slot {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t done = nullptr;
+    bool in_flight = false;
+  };
+  std::mutex mutex_;
+  Slot slots_[kSlots];
+  int next_ = 0;
+};
+
+StagingRing& staging_ring() {
+  static StagingRing* ring = new StagingRing();  // never destroyed: pinned memory outlives static teardown
+  return *ring;
+}
+
+// Larger host-to-device copies (weights, whole datasets) are rare: they go straight from pageable
+// memory and wait, instead of pinning that much host memory for good.
+constexpr size_t kMaxStagedBytes = size_t(32) << 20;
+
+void wait_for_stream() {
+  g_stream_waits.fetch_add(1, std::memory_order_relaxed);
+  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+}
+
+}  // namespace
+
 Scratch upload(const void* host, size_t bytes, const char* what) {
   Scratch s(bytes, what);
-  if (bytes) CUDA_CHECK(cudaMemcpyAsync(s.get(), host, bytes, cudaMemcpyHostToDevice, compute_stream()));
-  // The host array may die right after the call returns: the copy must be done first.
-  if (bytes) CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  copy_host_to_device(s.get(), host, bytes);
   return s;
 }
 
@@ -145,15 +241,19 @@ void device_free_raw(void* ptr) {
 
 void copy_host_to_device(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
+  if (bytes <= cuda::kMaxStagedBytes) {
+    cuda::staging_ring().copy(dst, src, bytes);
+    return;
+  }
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, compute_stream()));
   // Pageable host memory: the source may be reused as soon as this returns.
-  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  cuda::wait_for_stream();
 }
 
 void copy_device_to_host(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, compute_stream()));
-  CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
+  cuda::wait_for_stream();
 }
 
 void copy_device_to_device(void* dst, const void* src, size_t bytes) {
@@ -166,7 +266,12 @@ void device_memset_zero(void* dst, size_t bytes) {
   CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, compute_stream()));
 }
 
-void device_synchronize() { CUDA_CHECK(cudaStreamSynchronize(compute_stream())); }
+void device_synchronize() { cuda::wait_for_stream(); }
+
+uint64_t stream_waits() { return cuda::g_stream_waits.load(std::memory_order_relaxed); }
+
+size_t library_memory_bytes() { return cuda::g_library_memory.load(); }
+size_t library_workspace_bytes() { return cuda::g_library_workspaces.load(); }
 
 void set_scratch_allocator(ScratchAlloc alloc, ScratchFree release) {
   cuda::g_scratch_alloc = alloc;

@@ -260,6 +260,30 @@ __device__ inline float binary_grad(BinaryOp op, bool wrt_a, float dy, const flo
   }
 }
 
+// An operand's offset at output position i, from its strides (0 along broadcast dimensions).
+__device__ inline int64_t broadcast_offset(int64_t i, const int64_t* shape, const int64_t* strides, int ndim) {
+  int64_t offset = 0;
+  for (int d = ndim - 1; d >= 0; --d) {
+    offset += (i % shape[d]) * strides[d];
+    i /= shape[d];
+  }
+  return offset;
+}
+
+// The gradient of a full-shaped operand (its element i is output element i): one thread per
+// element. kOtherDecoded: the other operand is broadcast and its offset must be computed (only when
+// the op reads it: Mul, Div); otherwise it is full-shaped too, or unread (Add, Sub).
+template <bool kOtherDecoded>
+__global__ void binary_backward_full_kernel(BinaryOp op, bool wrt_a, const float* __restrict__ a,
+                                            const float* __restrict__ b, const float* __restrict__ dy,
+                                            float* __restrict__ grad, int64_t n, BroadcastArgs args) {
+  VC_GRID_STRIDE(i, n) {
+    const int64_t other =
+        kOtherDecoded ? broadcast_offset(i, args.shape, wrt_a ? args.b_strides : args.a_strides, args.ndim) : i;
+    grad[i] += wrt_a ? binary_grad(op, true, dy[i], a, i, b, other) : binary_grad(op, false, dy[i], a, other, b, i);
+  }
+}
+
 struct BinaryGradArgs {
   int64_t shape[6];
   int64_t a_strides[6];
@@ -273,39 +297,65 @@ struct BinaryGradArgs {
   int64_t bcast_count;  // product of the broadcast dims' sizes
 };
 
-// One warp per element of the operand: lanes take its broadcast positions in a fixed order and
-// the warp reduces them, then one lane accumulates. A full-shaped operand has bcast_count 1.
-__global__ void binary_backward_kernel(BinaryOp op, bool wrt_a, const float* __restrict__ a,
-                                       const float* __restrict__ b, const float* __restrict__ dy,
-                                       float* __restrict__ grad, int64_t elements, BinaryGradArgs g) {
+// The output positions that one element of a broadcast operand receives: the element's base
+// offsets (over its kept dims), then its r-th broadcast position added to them.
+struct BroadcastPosition {
+  int64_t out, a, b;
+};
+
+__device__ inline BroadcastPosition kept_base(const BinaryGradArgs& g, int64_t e) {
+  BroadcastPosition p{0, 0, 0};
+  for (int k = g.nkept - 1; k >= 0; --k) {
+    const int d = g.kept[k];
+    const int64_t c = e % g.shape[d];
+    e /= g.shape[d];
+    p.out += c * g.out_strides[d];
+    p.a += c * g.a_strides[d];
+    p.b += c * g.b_strides[d];
+  }
+  return p;
+}
+
+__device__ inline float broadcast_term(BinaryOp op, bool wrt_a, const float* a, const float* b, const float* dy,
+                                       const BinaryGradArgs& g, const BroadcastPosition& base, int64_t r) {
+  BroadcastPosition p = base;
+  for (int k = g.nbcast - 1; k >= 0; --k) {
+    const int d = g.bcast[k];
+    const int64_t c = r % g.shape[d];
+    r /= g.shape[d];
+    p.out += c * g.out_strides[d];
+    p.a += c * g.a_strides[d];
+    p.b += c * g.b_strides[d];
+  }
+  return binary_grad(op, wrt_a, dy[p.out], a, p.a, b, p.b);
+}
+
+// A broadcast operand with few broadcast positions per element (bcast_count < 32): one thread per
+// element sums them in order.
+__global__ void binary_backward_serial_kernel(BinaryOp op, bool wrt_a, const float* __restrict__ a,
+                                              const float* __restrict__ b, const float* __restrict__ dy,
+                                              float* __restrict__ grad, int64_t elements, BinaryGradArgs g) {
+  VC_GRID_STRIDE(e, elements) {
+    const BroadcastPosition base = kept_base(g, e);
+    float sum = 0.0f;
+    for (int64_t r = 0; r < g.bcast_count; ++r) sum += broadcast_term(op, wrt_a, a, b, dy, g, base, r);
+    grad[wrt_a ? base.a : base.b] += sum;
+  }
+}
+
+// A broadcast operand with many broadcast positions per element: one warp per element, lanes take
+// the positions in a fixed order and the warp reduces them (deterministic), then one lane adds.
+__global__ void binary_backward_warp_kernel(BinaryOp op, bool wrt_a, const float* __restrict__ a,
+                                            const float* __restrict__ b, const float* __restrict__ dy,
+                                            float* __restrict__ grad, int64_t elements, BinaryGradArgs g) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
   for (int64_t e = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5; e < elements; e += warps) {
-    // Coordinates of this operand element over its kept dims (row-major = the operand's own layout).
-    int64_t base_out = 0, base_a = 0, base_b = 0, rest = e;
-    for (int k = g.nkept - 1; k >= 0; --k) {
-      const int d = g.kept[k];
-      const int64_t c = rest % g.shape[d];
-      rest /= g.shape[d];
-      base_out += c * g.out_strides[d];
-      base_a += c * g.a_strides[d];
-      base_b += c * g.b_strides[d];
-    }
+    const BroadcastPosition base = kept_base(g, e);
     float sum = 0.0f;
-    for (int64_t r = lane; r < g.bcast_count; r += 32) {
-      int64_t out = base_out, ao = base_a, bo = base_b, q = r;
-      for (int k = g.nbcast - 1; k >= 0; --k) {
-        const int d = g.bcast[k];
-        const int64_t c = q % g.shape[d];
-        q /= g.shape[d];
-        out += c * g.out_strides[d];
-        ao += c * g.a_strides[d];
-        bo += c * g.b_strides[d];
-      }
-      sum += binary_grad(op, wrt_a, dy[out], a, ao, b, bo);
-    }
+    for (int64_t r = lane; r < g.bcast_count; r += 32) sum += broadcast_term(op, wrt_a, a, b, dy, g, base, r);
     for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-    if (lane == 0) grad[wrt_a ? base_a : base_b] += sum;
+    if (lane == 0) grad[wrt_a ? base.a : base.b] += sum;
   }
 }
 
@@ -345,6 +395,17 @@ __global__ void sum_mid_backward_kernel(const float* __restrict__ dy, float* __r
   }
 }
 
+// The operand has the output's shape, laid out contiguously (its strides are the output's wherever
+// a dimension is larger than 1).
+bool full_shaped(const int64_t* strides, const int64_t* shape, int ndim) {
+  int64_t expect = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    if (shape[d] != 1 && strides[d] != expect) return false;
+    expect *= shape[d];
+  }
+  return true;
+}
+
 }  // namespace
 
 void unary_forward_cuda(UnaryOp op, const float* x, float* y, int64_t n, double param) {
@@ -357,15 +418,9 @@ void binary_forward_cuda(BinaryOp op, const float* a, const int64_t* a_strides, 
                          const int64_t* b_strides, float* y, const int64_t* out_shape, int ndim) {
   VC_CHECK(ndim >= 0 && ndim <= 6, "binary op: at most 6 dimensions, got " << ndim);
   int64_t n = 1;
-  bool same = true;
-  int64_t expect = 1;
-  for (int d = ndim - 1; d >= 0; --d) {
-    n *= out_shape[d];
-    if (out_shape[d] != 1 && (a_strides[d] != expect || b_strides[d] != expect)) same = false;
-    expect *= out_shape[d];
-  }
+  for (int d = 0; d < ndim; ++d) n *= out_shape[d];
   if (n <= 0) return;
-  if (same) {
+  if (full_shaped(a_strides, out_shape, ndim) && full_shaped(b_strides, out_shape, ndim)) {
     VC_LAUNCH(binary_same_shape_kernel, cuda::blocks_for(n, kThreads), kThreads, 0)(op, a, b, y, n);
   } else {
     BroadcastArgs args{};
@@ -461,9 +516,29 @@ void binary_backward_cuda(BinaryOp op, const float* a, const int64_t* a_strides,
   int64_t n = 1;
   for (int d = 0; d < ndim; ++d) n *= out_shape[d];
   if (n <= 0) return;
+  const bool a_full = full_shaped(a_strides, out_shape, ndim), b_full = full_shaped(b_strides, out_shape, ndim);
+  const bool reads_other = op == BinaryOp::Mul || op == BinaryOp::Div;
   for (const bool wrt_a : {true, false}) {
     float* grad = wrt_a ? da : db;
     if (!grad) continue;
+    if (wrt_a ? a_full : b_full) {
+      BroadcastArgs args{};
+      args.ndim = ndim;
+      for (int d = 0; d < ndim; ++d) {
+        args.shape[d] = out_shape[d];
+        args.a_strides[d] = a_strides[d];
+        args.b_strides[d] = b_strides[d];
+      }
+      const bool decode = reads_other && !(wrt_a ? b_full : a_full);
+      if (decode)
+        VC_LAUNCH(binary_backward_full_kernel<true>, cuda::blocks_for(n, kThreads), kThreads, 0)(op, wrt_a, a, b, dy,
+                                                                                                grad, n, args);
+      else
+        VC_LAUNCH(binary_backward_full_kernel<false>, cuda::blocks_for(n, kThreads), kThreads, 0)(op, wrt_a, a, b, dy,
+                                                                                                 grad, n, args);
+      VC_CHECK_LAUNCH("binary backward (full-shaped operand)");
+      continue;
+    }
     const int64_t* strides = wrt_a ? a_strides : b_strides;
     BinaryGradArgs g{};
     g.ndim = ndim;
@@ -485,10 +560,15 @@ void binary_backward_cuda(BinaryOp op, const float* a, const int64_t* a_strides,
         g.bcast_count *= out_shape[d];
       }
     }
-    const int64_t threads = elements * 32;
-    VC_LAUNCH(binary_backward_kernel, cuda::blocks_for(threads, kThreads), kThreads, 0)(op, wrt_a, a, b, dy, grad,
-                                                                                        elements, g);
-    VC_CHECK_LAUNCH("binary backward");
+    if (g.bcast_count < 32) {
+      VC_LAUNCH(binary_backward_serial_kernel, cuda::blocks_for(elements, kThreads), kThreads, 0)(op, wrt_a, a, b, dy,
+                                                                                                 grad, elements, g);
+      VC_CHECK_LAUNCH("binary backward (broadcast operand, serial)");
+    } else {
+      VC_LAUNCH(binary_backward_warp_kernel, cuda::blocks_for(elements * 32, kThreads), kThreads, 0)(
+          op, wrt_a, a, b, dy, grad, elements, g);
+      VC_CHECK_LAUNCH("binary backward (broadcast operand, one warp per element)");
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 // Counter-based normal and uniform fills: element i reads its own Philox words, so the
-// result equals the CPU's for the same seed and offset (up to the last bit of the double
-// transcendental functions).
+// result equals the CPU's for the same seed and offset: uniform draws bit for bit
+// (philox_scale_uniform), normal draws up to the last bit of the double transcendental functions.
 #include "kernels/cuda/common.cuh"
 #include "kernels/philox.h"
 
@@ -16,7 +16,8 @@ __global__ void fill_normal_kernel(float* y, int64_t n, uint64_t seed, uint64_t 
 __global__ void fill_uniform_kernel(float* y, int64_t n, uint64_t seed, uint64_t offset, double lo, double hi) {
   const float top = static_cast<float>(hi);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    float v = static_cast<float>(lo + (hi - lo) * philox_uniform_at(seed, offset + 2 * static_cast<uint64_t>(i)));
+    float v = static_cast<float>(
+        philox_scale_uniform(lo, hi, philox_uniform_at(seed, offset + 2 * static_cast<uint64_t>(i))));
     if (v >= top && lo < hi) v = nextafterf(top, static_cast<float>(lo));  // keep the range half-open
     y[i] = v;
   }

@@ -305,7 +305,11 @@ TEST(AdamW, RangesFromParameterStoreSkipFrozenAndMergeGroups) {
   store.enable_grad([](const std::string& name) { return name.rfind("duration_predictor", 0) != 0; });
   const auto decays = [](const std::string& name) { return name.find(".bias") == std::string::npos; };
   const std::vector<kernels::AdamRange> r = adam_ranges_for(store, decays, 0.01);
-  // weight [0,12) decay, bias [12,16) none, frozen [16,21), weights [21,28) decay, bias [28,30) none.
+  // Offsets aligned to 4 elements: weight [0,12) decay, bias [12,16) none, frozen [16,21), gap
+  // [21,24), weights [24,28) and [28,31) decay (one range), gap [31,32), bias [32,34) none.
+  for (const ParameterInfo& p : store.params()) EXPECT_EQ(p.offset % kParameterAlignment, 0) << p.name;
+  EXPECT_EQ(store.flat_numel(), 34);
+  EXPECT_EQ(store.count(), 30);
   ASSERT_EQ(r.size(), 4u);
   EXPECT_EQ(r[0].begin, 0);
   EXPECT_EQ(r[0].end, 12);
@@ -313,21 +317,42 @@ TEST(AdamW, RangesFromParameterStoreSkipFrozenAndMergeGroups) {
   EXPECT_EQ(r[1].begin, 12);
   EXPECT_EQ(r[1].end, 16);
   EXPECT_EQ(r[1].weight_decay, 0.0);
-  EXPECT_EQ(r[2].begin, 21);
-  EXPECT_EQ(r[2].end, 28);
-  EXPECT_EQ(r[3].begin, 28);
-  EXPECT_EQ(r[3].end, 30);
+  EXPECT_EQ(r[2].begin, 24);
+  EXPECT_EQ(r[2].end, 31);
+  EXPECT_EQ(r[2].weight_decay, 0.01);
+  EXPECT_EQ(r[3].begin, 32);
+  EXPECT_EQ(r[3].end, 34);
 
   // The frozen parameter keeps its values even though the update sees its (zero) gradient.
-  std::vector<float> values(static_cast<size_t>(store.total()));
+  std::vector<float> values(static_cast<size_t>(store.flat_numel()));
   for (size_t i = 0; i < values.size(); ++i) values[i] = 0.1f * static_cast<float>(i) - 1.0f;
-  store.flat().copy_from(Tensor::from_vector(values, {store.total()}));
+  store.flat().copy_from(Tensor::from_vector(values, {store.flat_numel()}));
   const std::vector<float> frozen_before = store.get("duration_predictor.w.weight").to_float_vector();
-  Tensor grads = Tensor::full({store.total()}, 0.5);
-  AdamW opt(store.total(), {}, r);
+  Tensor grads = Tensor::full({store.flat_numel()}, 0.5);
+  AdamW opt(store.flat_numel(), {}, r);
   opt.step(store.flat(), grads, 1e-2);
   EXPECT_EQ(store.get("duration_predictor.w.weight").to_float_vector(), frozen_before);
   EXPECT_EQ(opt.describe(), "AdamW(betas=(0.9, 0.999), eps=1e-08, ranges=4 [decay 0.01: 19, no decay: 6], step=1, f32)");
+}
+
+TEST(AdamW, AlignmentGapsInsideARangeStayZero) {
+  ParameterStore store;
+  store.declare("flow.a.weight", {3});
+  store.declare("flow.b.weight", {5});
+  store.finalize();
+  store.enable_grad([](const std::string&) { return true; });
+  const std::vector<kernels::AdamRange> r = adam_ranges_for(store, [](const std::string&) { return true; }, 0.1);
+  ASSERT_EQ(r.size(), 1u);  // [0, 9): the gap at 3 lies inside it
+  EXPECT_EQ(r[0].begin, 0);
+  EXPECT_EQ(r[0].end, 9);
+  Tensor params = Tensor::full({store.flat_numel()}, 0.5);
+  params.data<float>()[3] = 0.0f;  // the gap, as finalize() leaves it
+  Tensor grads = Tensor::full({store.flat_numel()}, 0.25);
+  grads.data<float>()[3] = 0.0f;   // no op writes a gradient there
+  AdamW opt(store.flat_numel(), {}, r);
+  for (int step = 0; step < 3; ++step) opt.step(params, grads, 1e-2);
+  EXPECT_EQ(params.data<float>()[3], 0.0f);
+  EXPECT_NE(params.data<float>()[2], 0.5f);  // a parameter in the range did move
 }
 
 TEST(AdamW, RejectsMismatchedBuffersAndState) {
