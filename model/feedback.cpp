@@ -51,7 +51,7 @@ double eval_loss(const std::string& model_dir, const std::vector<TrainingItem>& 
   LoadedModel loaded = load_model_dir(model_dir);
   MelTrainer trainer(*loaded.model, MelSpectrogram(mel_config_for(loaded.model->config())), TrainerOptions{}, seed);
   double sum = 0;
-  for (const TrainingItem& item : items) sum += trainer.evaluate({item});
+  for (const TrainingItem& item : items) sum += trainer.evaluate({item}).total;
   return items.empty() ? std::nan("") : sum / static_cast<double>(items.size());
 }
 
@@ -108,7 +108,7 @@ int feedback_generate(const FeedbackGenerateOptions& o) {
   return ok > 0 ? 0 : 1;
 }
 
-int feedback_train(const FeedbackTrainOptions& o) {
+TrainingOutcome feedback_train(const FeedbackTrainOptions& o) {
   VC_CHECK(o.replay >= 0 && o.replay < 1, "--replay must be in [0, 1), got " << o.replay);
   const TrainRunOptions& t = o.train;
   const std::string review_tsv = (fs::path(o.review_dir) / "review.tsv").string();
@@ -198,8 +198,8 @@ int feedback_train(const FeedbackTrainOptions& o) {
   TrainRunOptions run = t;
   run.data_dir = data_dir;
   run.out_dir = (fs::path(t.out_dir) / "training").string();
-  const int rc = run_training(run);
-  if (rc != 0) return rc;
+  const TrainingOutcome outcome = TrainingRun(run).run();
+  if (outcome != TrainingOutcome::Done) return outcome;
   const double after = eval_loss((fs::path(run.out_dir) / "final_model").string(), eval_items, t.seed);
   std::printf("eval loss before %.4f, after %.4f (%zu eval utterances)\n", before, after, eval_items.size());
   nlohmann::json report = {{"accepted", accepted},   {"corrected", corrected},
@@ -209,7 +209,7 @@ int feedback_train(const FeedbackTrainOptions& o) {
                            {"eval_loss_before", std::isfinite(before) ? nlohmann::json(before) : nlohmann::json()},
                            {"eval_loss_after", std::isfinite(after) ? nlohmann::json(after) : nlohmann::json()}};
   write_file_atomic((fs::path(t.out_dir) / "feedback_report.json").string(), report.dump(2) + "\n");
-  return 0;
+  return TrainingOutcome::Done;
 }
 
 }  // namespace vitscuda::model
