@@ -436,8 +436,24 @@ bool TrainingRun::evaluation_due() const {
 }
 
 // The objective's loss on the first eight evaluation utterances, and the first of them synthesised
-// by the current model (audio and its mel image in TensorBoard).
+// by the current model.
 void TrainingRun::evaluate() {
+  const std::vector<TrainingItem> eb = evaluation_batch();
+  const LossValues el = objective_->evaluate(eb);
+  nlohmann::json record = {{"step", state_.step}, {"eval_loss", el.total}};
+  if (el.terms.size() > 1)
+    for (const LossTerm& t : el.terms) record["eval_loss_" + t.name] = t.value;
+  metrics_->append(record);
+  events_->add_scalar("eval/loss", el.total, state_.step);
+  if (el.terms.size() > 1)
+    for (const LossTerm& t : el.terms) events_->add_scalar("eval/loss_" + t.name, t.value, state_.step);
+  add_synthesised_sample(eb[0]);
+  if (!state_.best_eval_loss || el.total < *state_.best_eval_loss) state_.best_eval_loss = el.total;
+  std::printf("%seval loss %.4f%s at step %lld\n", tty_ ? "\n" : "", el.total, terms_text(el.terms).c_str(),
+              static_cast<long long>(state_.step));
+}
+
+std::vector<TrainingItem> TrainingRun::evaluation_batch() const {
   std::vector<TrainingItem> eb;
   for (size_t i = 0; i < std::min<size_t>(eval_->size(), 8); ++i) {
     io::DatasetItem d = eval_->item(i);
@@ -447,21 +463,17 @@ void TrainingRun::evaluate() {
     t.speaker_id = d.speaker;
     eb.push_back(std::move(t));
   }
-  const LossValues el = objective_->evaluate(eb);
-  nlohmann::json record = {{"step", state_.step}, {"eval_loss", el.total}};
-  if (el.terms.size() > 1)
-    for (const LossTerm& t : el.terms) record["eval_loss_" + t.name] = t.value;
-  metrics_->append(record);
-  events_->add_scalar("eval/loss", el.total, state_.step);
-  if (el.terms.size() > 1)
-    for (const LossTerm& t : el.terms) events_->add_scalar("eval/loss_" + t.name, t.value, state_.step);
-  // Listen and look: the first eval sentence synthesised by the current model, and its mel.
+  return eb;
+}
+
+// Listen and look: `item`'s text synthesised by the current model, and its mel, in TensorBoard.
+void TrainingRun::add_synthesised_sample(const TrainingItem& item) {
   VitsModel& vits = *loaded_.model;
   const io::VitsConfig& c = vits.config();
   SynthesisOptions so;
   so.seed = options_.seed;
-  so.speaker_id = c.num_speakers > 1 ? std::max(0, eb[0].speaker_id) : -1;
-  SynthesisOutput syn = vits.synthesize({eb[0].ids}, so);
+  so.speaker_id = c.num_speakers > 1 ? std::max(0, item.speaker_id) : -1;
+  SynthesisOutput syn = vits.synthesize({item.ids}, so);
   std::vector<float> audio = syn.waveform.to_float_vector();
   audio.resize(static_cast<size_t>(syn.sample_lengths[0]));
   events_->add_audio("eval/sample_0", audio, c.sampling_rate, state_.step);
@@ -469,9 +481,6 @@ void TrainingRun::evaluate() {
   if (audio.size() > static_cast<size_t>(mel.config().n_fft))
     events_->add_image("eval/mel_0", io::render_spectrogram(mel.log_mel_of(audio)), state_.step);
   events_->flush();
-  if (!state_.best_eval_loss || el.total < *state_.best_eval_loss) state_.best_eval_loss = el.total;
-  std::printf("%seval loss %.4f%s at step %lld\n", tty_ ? "\n" : "", el.total, terms_text(el.terms).c_str(),
-              static_cast<long long>(state_.step));
 }
 
 // Every checkpoint_every applied updates; never with 0 (the final checkpoint is always saved).

@@ -56,7 +56,7 @@ struct TrainRunOptions {
 // How a run ended; the command line maps it to the exit status (0, 1, 130).
 enum class TrainingOutcome {
   Done,                    // every epoch (or --max-steps) trained; final checkpoint and model saved
-  StoppedByFailurePolicy,  // too many failed samples or bad losses; nothing saved for the failed part
+  StoppedByFailurePolicy,  // too many failed samples or bad losses; no final checkpoint or model
   Interrupted,             // SIGINT or SIGTERM: a checkpoint was saved; continue with --resume
 };
 
@@ -114,6 +114,8 @@ class TrainingRun {
   void print_progress(const StepStats& stats, double samples_per_second) const;
   bool evaluation_due() const;
   void evaluate();
+  std::vector<TrainingItem> evaluation_batch() const;
+  void add_synthesised_sample(const TrainingItem& item);
   bool checkpoint_due() const;
   void save_checkpoint(const char* why);
   void save_checkpoint_files(const char* why);
