@@ -32,7 +32,8 @@ void register_train(CLI::App& app, int& exit_status) {
   cmd->add_option("--noise-scale-duration", o->noise_scale_duration, "Duration predictor noise (default 0.8)");
   cmd->add_option("--seed", o->seed, "Seed of every random draw and the data order");
   cmd->add_flag("--resume", o->resume, "Continue from the newest valid checkpoint in OUT/checkpoints");
-  cmd->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (0: only the final one; default 200)");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "Steps between checkpoints (0: only the final one; default 200)");
   cmd->add_option("--keep-checkpoints", o->keep_checkpoints, "Checkpoints kept (default 3)");
   cmd->add_option("--eval-every", o->eval_every, "Steps between evaluations on eval.vcds (0: none; default 200)");
   cmd->add_option("--log-every", o->log_every, "Steps between progress lines when not on a terminal (default 10)");

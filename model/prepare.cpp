@@ -446,7 +446,8 @@ class Preparation {
     j["train"] = {{"file", "train.vcds"}, {"items", sum_.train_items}, {"seconds", sum_.train_seconds}};
     j["eval"] = {{"file", "eval.vcds"}, {"items", sum_.eval_items}, {"seconds", sum_.eval_seconds}};
     j["rejected"] = {{"total", sum_.rejected.size()}, {"by_reason", sum_.rejected_by_reason}, {"file", "rejected.tsv"}};
-    j["dropped_characters"] = {{"utterances", sum_.utterances_with_dropped_chars}, {"by_character", sum_.dropped_chars}};
+    j["dropped_characters"] = {{"utterances", sum_.utterances_with_dropped_chars},
+                               {"by_character", sum_.dropped_chars}};
     j["elapsed_seconds"] = sum_.elapsed_seconds;
     write_file_atomic((out_ / "prepare.json").string(), j.dump(2) + "\n");
     return sum_;

@@ -170,7 +170,8 @@ void TrainingRun::load_model_and_data() {
   VitsModel& vits = *loaded_.model;
   vits.to(o.device);
   const io::VitsConfig& c = vits.config();
-  train_.emplace(io::DatasetReader::open((fs::path(o.data_dir) / "train.vcds").string(), io::DatasetVerify::HeaderOnly));
+  train_.emplace(
+      io::DatasetReader::open((fs::path(o.data_dir) / "train.vcds").string(), io::DatasetVerify::HeaderOnly));
   if (fs::exists(fs::path(o.data_dir) / "eval.vcds"))
     eval_ = std::make_unique<io::DatasetReader>(
         io::DatasetReader::open((fs::path(o.data_dir) / "eval.vcds").string(), io::DatasetVerify::All));

@@ -152,7 +152,8 @@ TEST(TrainingRun, DrivesAnObjectiveItDoesNotKnowAndLogsItsNamedTerms) {
     EXPECT_EQ(steps[i]["step"].get<int64_t>(), update);
     EXPECT_DOUBLE_EQ(steps[i]["loss_first"].get<double>(), FakeObjective::first_at(update));
     EXPECT_DOUBLE_EQ(steps[i]["loss_second"].get<double>(), FakeObjective::second_at(update));
-    EXPECT_DOUBLE_EQ(steps[i]["loss"].get<double>(), FakeObjective::first_at(update) + FakeObjective::second_at(update));
+    EXPECT_DOUBLE_EQ(steps[i]["loss"].get<double>(),
+                     FakeObjective::first_at(update) + FakeObjective::second_at(update));
   }
   ASSERT_EQ(evals.size(), 1u);
   EXPECT_EQ(evals[0]["step"].get<int64_t>(), 3);
