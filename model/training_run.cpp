@@ -80,6 +80,21 @@ std::string terms_text(const std::vector<LossTerm>& terms) {
   return out + ")";
 }
 
+// The settings of the run that the objective takes.
+TrainerOptions trainer_options_of(const TrainRunOptions& o) {
+  TrainerOptions topt;
+  topt.learning_rate = o.learning_rate;
+  topt.warmup_steps = o.warmup_steps;
+  topt.lr_decay = o.lr_decay;
+  topt.grad_clip = o.grad_clip;
+  topt.adam.weight_decay = o.weight_decay;
+  topt.step.noise_scale = o.noise_scale;
+  topt.step.noise_scale_duration = o.noise_scale_duration;
+  topt.step.segment_frames = o.segment_frames;
+  topt.step.recompute_decoder = o.recompute_decoder;
+  return topt;
+}
+
 }  // namespace
 
 // Catches SIGINT and SIGTERM while a run exists: the loop saves a checkpoint and stops.
@@ -145,17 +160,7 @@ TrainingRun::TrainingRun(const TrainRunOptions& options, const TrainingObjective
   VC_CHECK(o.batch_size >= 1 && o.grad_accum >= 1 && o.epochs >= 1,
            "--batch-size, --grad-accum and --epochs must be >= 1");
   load_model_and_data();
-  TrainerOptions topt;
-  topt.learning_rate = o.learning_rate;
-  topt.warmup_steps = o.warmup_steps;
-  topt.lr_decay = o.lr_decay;
-  topt.grad_clip = o.grad_clip;
-  topt.adam.weight_decay = o.weight_decay;
-  topt.step.noise_scale = o.noise_scale;
-  topt.step.noise_scale_duration = o.noise_scale_duration;
-  topt.step.segment_frames = o.segment_frames;
-  topt.step.recompute_decoder = o.recompute_decoder;
-  objective_ = make_objective(*loaded_.model, topt, o.seed);
+  objective_ = make_objective(*loaded_.model, trainer_options_of(o), o.seed);
   VC_CHECK(objective_, "no training objective was built");
   open_checkpoints();
   restore_or_start_fresh();
