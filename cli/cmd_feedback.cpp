@@ -2,17 +2,12 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "cli/exit_status.h"
 #include "model/feedback.h"
 
 namespace vitscuda::cli {
 
-namespace {
-int g_feedback_exit = 0;
-}
-
-int feedback_exit_code() { return g_feedback_exit; }
-
-void register_feedback(CLI::App& app) {
+void register_feedback(CLI::App& app, int& exit_status) {
   CLI::App* cmd = app.add_subcommand("feedback", "Review synthesised sentences, then train on the accepted and corrected ones");
   cmd->require_subcommand(1);
 
@@ -25,9 +20,9 @@ void register_feedback(CLI::App& app) {
   gen->add_option("--seed", g->seed, "Seed");
   gen->add_option("--speaker", g->speaker, "Speaker id (multi-speaker models)");
   add_device_options(gen, *generate_device);
-  gen->callback([g, generate_device] {
+  gen->callback([g, generate_device, &exit_status] {
     g->device = resolve_device(*generate_device, "feedback generate");
-    g_feedback_exit = model::feedback_generate(*g);
+    exit_status = model::feedback_generate(*g);
   });
 
   auto t = std::make_shared<model::FeedbackTrainOptions>();
@@ -50,9 +45,9 @@ void register_feedback(CLI::App& app) {
   tr->add_flag("--recompute-decoder", t->train.recompute_decoder,
               "Recompute the decoder's residual blocks in the backward: much less memory, one more decoder forward");
   add_device_options(tr, *train_device);
-  tr->callback([t, train_device] {
+  tr->callback([t, train_device, &exit_status] {
     t->train.device = resolve_device(*train_device, "feedback train");
-    g_feedback_exit = model::feedback_train(*t);
+    exit_status = exit_status_of(model::feedback_train(*t));
   });
 }
 

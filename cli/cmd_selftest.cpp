@@ -41,90 +41,155 @@ std::string mb(size_t bytes) {
   return buf;
 }
 
-void run_selftest(const SelftestArgs& a) {
-  const Device device = resolve_device(a.device, "selftest");
-  std::unique_ptr<model::VitsModel> owned;
+// Memory figures: the device allocator's high-water mark on CUDA, the host's on the CPU.
+void reset_peak_memory(Device device) {
+  if (device == Device::CUDA)
+    DeviceAllocator::instance().reset_peak();
+  else
+    reset_cpu_peak_memory();
+}
+
+size_t peak_memory_bytes(Device device) {
+  return device == Device::CUDA ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
+}
+
+bool all_finite(const Tensor& t) {
+  const std::vector<float> d = t.to_float_vector();
+  return std::all_of(d.begin(), d.end(), [](float v) { return std::isfinite(v); });
+}
+
+struct SelftestModel {
+  std::unique_ptr<model::VitsModel> model;
   io::Tokenizer tokenizer;
-  std::string source;
+  std::string source;  // what the model came from, in words
+};
+
+// --model DIR, or a random initialisation of --config.
+SelftestModel load_selftest_model(const SelftestArgs& a) {
+  SelftestModel m;
   if (!a.model_dir.empty()) {
     model::LoadedModel loaded = model::load_model_dir(a.model_dir);
-    owned = std::move(loaded.model);
-    tokenizer = loaded.tokenizer;
-    source = a.model_dir;
+    m.model = std::move(loaded.model);
+    m.tokenizer = loaded.tokenizer;
+    m.source = a.model_dir;
   } else {
     VC_CHECK(!a.config_path.empty(), "selftest needs --model DIR or --config config.json (random initialisation)");
-    owned = std::make_unique<model::VitsModel>(io::VitsConfig::from_file(a.config_path));
-    owned->initialize(a.seed);
-    tokenizer = io::Tokenizer::from_dir(std::filesystem::path(a.config_path).parent_path().string());
-    source = a.config_path + " (random initialisation, seed " + std::to_string(a.seed) + ")";
+    m.model = std::make_unique<model::VitsModel>(io::VitsConfig::from_file(a.config_path));
+    m.model->initialize(a.seed);
+    m.tokenizer = io::Tokenizer::from_dir(std::filesystem::path(a.config_path).parent_path().string());
+    m.source = a.config_path + " (random initialisation, seed " + std::to_string(a.seed) + ")";
   }
-  model::VitsModel& vits = *owned;
-  vits.to(device);
-  const io::VitsConfig& c = vits.config();
-  // Tensor memory: the device allocator's high-water mark on CUDA, the host's on the CPU.
-  auto reset_peak = [device] {
-    if (device == Device::CUDA)
-      DeviceAllocator::instance().reset_peak();
-    else
-      reset_cpu_peak_memory();
-  };
-  auto peak_bytes = [device] {
-    return device == Device::CUDA ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
-  };
-  std::printf("vitscuda selftest: %s, %lld parameters\n", source.c_str(), static_cast<long long>(vits.params().count()));
+  return m;
+}
 
-  Rng data_rng(a.seed + 1);
-  model::TrainingItem item;
-  item.ids = tokenizer.encode("the quick brown fox jumps over the lazy dog").ids;
-  item.wave = model::synthetic_speech(c.sampling_rate, a.seconds, data_rng);
-  if (c.num_speakers > 1) item.speaker_id = 0;
-  const std::vector<model::TrainingItem> batch{item};
+// The checks, in order; each prints its [PASS]/[FAIL] line and counts failures.
+class Selftest {
+ public:
+  Selftest(const SelftestArgs& a, Device device, SelftestModel loaded)
+      : a_(a), device_(device), loaded_(std::move(loaded)), vits_(*loaded_.model) {
+    vits_.to(device_);
+    std::printf("vitscuda selftest: %s, %lld parameters\n", loaded_.source.c_str(),
+                static_cast<long long>(vits_.params().count()));
+    batch_ = {synthetic_item()};
+    options_.learning_rate = a.learning_rate;
+    options_.step.segment_frames = a.segment_frames;
+    options_.step.recompute_decoder = a.recompute_decoder;
+    mel_ = std::make_unique<model::MelSpectrogram>(model::mel_config_for(vits_.config()));
+    trainer_ = std::make_unique<model::MelTrainer>(vits_, *mel_, options_, a.seed);
+  }
 
-  model::TrainerOptions options;
-  options.learning_rate = a.learning_rate;
-  options.step.segment_frames = a.segment_frames;
-  options.step.recompute_decoder = a.recompute_decoder;
-  model::MelSpectrogram mel(model::mel_config_for(c));
-  model::MelTrainer trainer(vits, mel, options, a.seed);
-  int failures = 0;
-
-  // 1-3: one recorded forward, inspected.
-  {
-    ParameterStore& store = vits.params();
+  // 1-4: one recorded forward and its backward, inspected.
+  void check_forward_and_gradients() {
+    const io::VitsConfig& c = vits_.config();
+    ParameterStore& store = vits_.params();
     store.zero_grad();
     autograd::Tape tape;
-    Rng rng(a.seed + 2);
+    Rng rng(a_.seed + 2);
     model::TrainStepResult r;
-    reset_peak();
+    reset_peak_memory(device_);
     const auto t0 = std::chrono::steady_clock::now();
     {
       autograd::RecordingScope recording(tape);
-      r = model::mel_training_forward(vits, mel, batch, options.step, rng);
+      r = model::mel_training_forward(vits_, *mel_, batch_, options_.step, rng);
     }
     const double forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const size_t tape_nodes = tape.size();
-    auto all_finite = [](const Tensor& t) {
-      const std::vector<float> d = t.to_float_vector();
-      return std::all_of(d.begin(), d.end(), [](float v) { return std::isfinite(v); });
-    };
     const int64_t frames = r.frames[0];
     const int64_t decoded = r.generated_logmel.dim(2);
-    failures += report(r.generated_logmel.defined() && all_finite(r.generated_logmel),
-                       "forward gives a waveform: " + std::to_string(decoded * c.total_upsample()) + " samples (" +
-                           std::to_string(decoded) + " of the target's " + std::to_string(frames) +
-                           " frames; durations scaled to the target)");
-    failures += report(r.generated_logmel.dim(1) == mel.n_mels() && all_finite(r.target_logmel),
-                       "mel computed: " + std::to_string(r.generated_logmel.dim(1)) + " mel bins x " +
-                           std::to_string(r.generated_logmel.dim(2)) + " frames, both sides finite");
+    failures_ += report(r.generated_logmel.defined() && all_finite(r.generated_logmel),
+                        "forward gives a waveform: " + std::to_string(decoded * c.total_upsample()) + " samples (" +
+                            std::to_string(decoded) + " of the target's " + std::to_string(frames) +
+                            " frames; durations scaled to the target)");
+    failures_ += report(r.generated_logmel.dim(1) == mel_->n_mels() && all_finite(r.target_logmel),
+                        "mel computed: " + std::to_string(r.generated_logmel.dim(1)) + " mel bins x " +
+                            std::to_string(r.generated_logmel.dim(2)) + " frames, both sides finite");
     const double loss = r.loss.to_float_vector()[0];
     char buf[128];
     std::snprintf(buf, sizeof buf, "loss finite and non-zero: %.5f", loss);
-    failures += report(std::isfinite(loss) && loss != 0.0, buf);
+    failures_ += report(std::isfinite(loss) && loss != 0.0, buf);
     const auto tb = std::chrono::steady_clock::now();
     tape.backward(r.loss);
     const double backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count();
+    check_gradients();
+    std::printf("       forward %.3f s (%zu tape nodes), backward %.3f s, peak tensor memory %s\n", forward_s,
+                tape_nodes, backward_s, mb(peak_memory_bytes(device_)).c_str());
+  }
 
-    // 4: every trainable parameter got a finite, non-zero gradient.
+  // 5: an optimizer step changes the parameters.
+  void check_optimizer_step() {
+    const std::vector<float> before = vits_.params().flat().to_float_vector();
+    first_ = trainer_->step({batch_}, 0);
+    const std::vector<float> after = vits_.params().flat().to_float_vector();
+    int64_t changed = 0;
+    double max_delta = 0;
+    for (size_t i = 0; i < before.size(); ++i) {
+      const double d = std::fabs(static_cast<double>(after[i]) - before[i]);
+      if (d > 0) ++changed;
+      max_delta = std::max(max_delta, d);
+    }
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "optimizer step changed %lld of %lld trainable parameters (max |change| %.2e, lr %.1e)",
+                  static_cast<long long>(changed), static_cast<long long>(vits_.params().trainable_count()),
+                  max_delta, first_.learning_rate);
+    failures_ += report(changed > 0 && first_.finite, buf);
+  }
+
+  // 6: the loss on that sample falls (the first of the steps is check 5's).
+  void check_loss_falls() {
+    double initial = first_.loss, last = first_.loss;
+    double total_s = first_.seconds;
+    size_t peak = first_.peak_bytes;
+    for (int s = 1; s < a_.steps; ++s) {
+      model::StepStats st = trainer_->step({batch_}, 0);
+      last = st.loss;
+      total_s += st.seconds;
+      peak = std::max(peak, st.peak_bytes);
+    }
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "loss falls over %d steps: %.5f -> %.5f", a_.steps, initial, last);
+    failures_ += report(last < initial, buf);
+    std::printf("step time %.3f s (mean of %d), peak tensor memory %s; batch 1, %.2f s of audio, %s\n",
+                total_s / a_.steps, a_.steps, mb(peak).c_str(), a_.seconds,
+                a_.segment_frames > 0 ? (std::to_string(a_.segment_frames) + "-frame segment").c_str()
+                                      : "whole utterance");
+  }
+
+  int failures() const { return failures_; }
+
+ private:
+  model::TrainingItem synthetic_item() const {
+    Rng data_rng(a_.seed + 1);
+    model::TrainingItem item;
+    item.ids = loaded_.tokenizer.encode("the quick brown fox jumps over the lazy dog").ids;
+    item.wave = model::synthetic_speech(vits_.config().sampling_rate, a_.seconds, data_rng);
+    if (vits_.config().num_speakers > 1) item.speaker_id = 0;
+    return item;
+  }
+
+  // 4: every trainable parameter got a finite, non-zero gradient.
+  void check_gradients() {
+    const ParameterStore& store = vits_.params();
     int trainable = 0, good = 0;
     std::vector<std::string> bad, structural;
     for (const ParameterInfo& p : store.params()) {
@@ -154,44 +219,28 @@ void run_selftest(const SelftestArgs& a) {
     if (!structural.empty())
       what += " (" + std::to_string(structural.size()) + " attention key biases are zero by softmax shift invariance)";
     for (const std::string& n : bad) what += "\n       no gradient: " + n;
-    failures += report(bad.empty(), what);
-    std::printf("       forward %.3f s (%zu tape nodes), backward %.3f s, peak tensor memory %s\n", forward_s,
-                tape_nodes, backward_s, mb(peak_bytes()).c_str());
+    failures_ += report(bad.empty(), what);
   }
 
-  // 5: an optimizer step changes the parameters.
-  const std::vector<float> before = vits.params().flat().to_float_vector();
-  model::StepStats first = trainer.step({batch}, 0);
-  const std::vector<float> after = vits.params().flat().to_float_vector();
-  int64_t changed = 0;
-  double max_delta = 0;
-  for (size_t i = 0; i < before.size(); ++i) {
-    const double d = std::fabs(static_cast<double>(after[i]) - before[i]);
-    if (d > 0) ++changed;
-    max_delta = std::max(max_delta, d);
-  }
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "optimizer step changed %lld of %lld trainable parameters (max |change| %.2e, lr %.1e)",
-                static_cast<long long>(changed), static_cast<long long>(vits.params().trainable_count()), max_delta,
-                first.learning_rate);
-  failures += report(changed > 0 && first.finite, buf);
+  const SelftestArgs& a_;
+  const Device device_;
+  SelftestModel loaded_;
+  model::VitsModel& vits_;
+  std::vector<model::TrainingItem> batch_;
+  model::TrainerOptions options_;
+  std::unique_ptr<model::MelSpectrogram> mel_;
+  std::unique_ptr<model::MelTrainer> trainer_;
+  model::StepStats first_;
+  int failures_ = 0;
+};
 
-  // 6: the loss on that sample falls.
-  double initial = first.loss, last = first.loss;
-  double total_s = first.seconds;
-  size_t peak = first.peak_bytes;
-  for (int s = 1; s < a.steps; ++s) {
-    model::StepStats st = trainer.step({batch}, 0);
-    last = st.loss;
-    total_s += st.seconds;
-    peak = std::max(peak, st.peak_bytes);
-  }
-  std::snprintf(buf, sizeof buf, "loss falls over %d steps: %.5f -> %.5f", a.steps, initial, last);
-  failures += report(last < initial, buf);
-  std::printf("step time %.3f s (mean of %d), peak tensor memory %s; batch 1, %.2f s of audio, %s\n",
-              total_s / a.steps, a.steps, mb(peak).c_str(), a.seconds,
-              a.segment_frames > 0 ? (std::to_string(a.segment_frames) + "-frame segment").c_str() : "whole utterance");
-  if (failures) VC_FAIL("selftest: " << failures << " check(s) failed");
+void run_selftest(const SelftestArgs& a) {
+  const Device device = resolve_device(a.device, "selftest");
+  Selftest test(a, device, load_selftest_model(a));
+  test.check_forward_and_gradients();
+  test.check_optimizer_step();
+  test.check_loss_falls();
+  if (test.failures()) VC_FAIL("selftest: " << test.failures() << " check(s) failed");
   std::printf("selftest passed\n");
 }
 

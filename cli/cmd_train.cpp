@@ -2,23 +2,20 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "cli/exit_status.h"
 #include "model/training_run.h"
 
 namespace vitscuda::cli {
 
-namespace {
-int g_train_exit = 0;
-}
-
-int train_exit_code() { return g_train_exit; }
-
-void register_train(CLI::App& app) {
+void register_train(CLI::App& app, int& exit_status) {
   auto o = std::make_shared<model::TrainRunOptions>();
   auto device = std::make_shared<DeviceOptions>();
   CLI::App* cmd = app.add_subcommand("train", "Train (fine-tune) a model on a prepared dataset (mel L1 objective)");
   cmd->add_option("--data", o->data_dir, "Prepared dataset directory (vitscuda prepare --out)")->required();
   cmd->add_option("--model", o->model_dir, "Model directory to start from")->required();
   cmd->add_option("--out", o->out_dir, "Run directory: checkpoints/, final_model/, metrics.jsonl")->required();
+  cmd->add_option("--objective", o->objective, "What training minimises: mel (log-mel L1 of the generated audio; "
+                                              "the default and the only one)");
   cmd->add_option("--epochs", o->epochs, "Epochs (default 1)");
   cmd->add_option("--batch-size", o->batch_size, "Utterances per micro-batch (default 4)");
   cmd->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer update (default 1)");
@@ -35,9 +32,10 @@ void register_train(CLI::App& app) {
   cmd->add_option("--noise-scale-duration", o->noise_scale_duration, "Duration predictor noise (default 0.8)");
   cmd->add_option("--seed", o->seed, "Seed of every random draw and the data order");
   cmd->add_flag("--resume", o->resume, "Continue from the newest valid checkpoint in OUT/checkpoints");
-  cmd->add_option("--checkpoint-every", o->checkpoint_every, "Steps between checkpoints (default 200)");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every,
+                  "Steps between checkpoints (0: only the final one; default 200)");
   cmd->add_option("--keep-checkpoints", o->keep_checkpoints, "Checkpoints kept (default 3)");
-  cmd->add_option("--eval-every", o->eval_every, "Steps between evaluations (default 200)");
+  cmd->add_option("--eval-every", o->eval_every, "Steps between evaluations on eval.vcds (0: none; default 200)");
   cmd->add_option("--log-every", o->log_every, "Steps between progress lines when not on a terminal (default 10)");
   cmd->add_option("--max-steps", o->max_steps, "Stop after N optimizer steps (default: no limit)");
   cmd->add_option("--max-error-rate", o->max_error_rate, "Stop when more than this fraction of samples fail (0.01)");
@@ -45,9 +43,9 @@ void register_train(CLI::App& app) {
   cmd->add_option("--inject-nan-steps", o->inject_nan_steps, "Testing: comma-separated steps whose loss is NaN")
       ->group("");
   add_device_options(cmd, *device);
-  cmd->callback([o, device] {
+  cmd->callback([o, device, &exit_status] {
     o->device = resolve_device(*device, "train");
-    g_train_exit = model::run_training(*o);
+    exit_status = exit_status_of(model::TrainingRun(*o).run());
   });
 }
 

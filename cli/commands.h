@@ -8,11 +8,10 @@ void register_synth(CLI::App& app);
 void register_info(CLI::App& app);
 void register_prepare(CLI::App& app);
 void register_selftest(CLI::App& app);
-void register_train(CLI::App& app);
-void register_feedback(CLI::App& app);
+// `exit_status` (owned by main, alive while the app parses) receives the status of a run that
+// did not throw: its training outcome, or a feedback review that synthesised nothing.
+void register_train(CLI::App& app, int& exit_status);
+void register_feedback(CLI::App& app, int& exit_status);
 void register_verify(CLI::App& app);
-// Exit status of a `train` / `feedback` run (0 when none ran).
-int train_exit_code();
-int feedback_exit_code();
 
 }  // namespace vitscuda::cli

@@ -12,8 +12,9 @@ int main(int argc, char** argv) {
   vitscuda::cli::register_info(app);
   vitscuda::cli::register_prepare(app);
   vitscuda::cli::register_selftest(app);
-  vitscuda::cli::register_train(app);
-  vitscuda::cli::register_feedback(app);
+  int exit_status = 0;
+  vitscuda::cli::register_train(app, exit_status);
+  vitscuda::cli::register_feedback(app, exit_status);
   vitscuda::cli::register_verify(app);
   try {
     app.parse(argc, argv);
@@ -23,5 +24,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  return vitscuda::cli::train_exit_code() != 0 ? vitscuda::cli::train_exit_code() : vitscuda::cli::feedback_exit_code();
+  return exit_status;
 }

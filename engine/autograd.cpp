@@ -52,8 +52,6 @@ void Tape::backward_from(const Tensor& output, const Tensor& grad) {
   nodes_.clear();
 }
 
-Tape* current_tape() { return g_current_tape; }
-
 RecordingScope::RecordingScope(Tape& tape) : previous_(g_current_tape) { g_current_tape = &tape; }
 RecordingScope::~RecordingScope() { g_current_tape = previous_; }
 

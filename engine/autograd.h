@@ -51,9 +51,6 @@ class Tape {
   std::vector<Node> nodes_;
 };
 
-// The tape ops record on in this thread, or nullptr.
-Tape* current_tape();
-
 // Records on `tape` for its lifetime (nests; restores the previous tape).
 class RecordingScope {
  public:

@@ -8,12 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "engine/random.h"
 #include "io/audio.h"
 #include "io/dataset.h"
 #include "kernels/error.h"
 #include "model/model_dir.h"
 #include "model/prepare.h"
-#include "model/trainer.h"
+#include "model/training_objective.h"
 
 namespace fs = std::filesystem;
 
@@ -47,11 +48,14 @@ std::vector<TrainingItem> load_eval_items(const std::string& path) {
   return items;
 }
 
-double eval_loss(const std::string& model_dir, const std::vector<TrainingItem>& items, uint64_t seed) {
+// The mean loss of `objective` over the items, one item at a time.
+double eval_loss(const std::string& objective, const std::string& model_dir, const std::vector<TrainingItem>& items,
+                 uint64_t seed) {
   LoadedModel loaded = load_model_dir(model_dir);
-  MelTrainer trainer(*loaded.model, MelSpectrogram(mel_config_for(loaded.model->config())), TrainerOptions{}, seed);
+  const std::unique_ptr<TrainingObjective> evaluator =
+      make_training_objective(objective, *loaded.model, TrainerOptions{}, seed);
   double sum = 0;
-  for (const TrainingItem& item : items) sum += trainer.evaluate({item});
+  for (const TrainingItem& item : items) sum += evaluator->evaluate({item}).total;
   return items.empty() ? std::nan("") : sum / static_cast<double>(items.size());
 }
 
@@ -108,7 +112,7 @@ int feedback_generate(const FeedbackGenerateOptions& o) {
   return ok > 0 ? 0 : 1;
 }
 
-int feedback_train(const FeedbackTrainOptions& o) {
+TrainingOutcome feedback_train(const FeedbackTrainOptions& o) {
   VC_CHECK(o.replay >= 0 && o.replay < 1, "--replay must be in [0, 1), got " << o.replay);
   const TrainRunOptions& t = o.train;
   const std::string review_tsv = (fs::path(o.review_dir) / "review.tsv").string();
@@ -194,13 +198,13 @@ int feedback_train(const FeedbackTrainOptions& o) {
   std::printf("training mix: %zu review items + %zu replayed from %s\n", review.size(), replayed, t.data_dir.c_str());
 
   const std::vector<TrainingItem> eval_items = load_eval_items((fs::path(data_dir) / "eval.vcds").string());
-  const double before = eval_loss(t.model_dir, eval_items, t.seed);
+  const double before = eval_loss(t.objective, t.model_dir, eval_items, t.seed);
   TrainRunOptions run = t;
   run.data_dir = data_dir;
   run.out_dir = (fs::path(t.out_dir) / "training").string();
-  const int rc = run_training(run);
-  if (rc != 0) return rc;
-  const double after = eval_loss((fs::path(run.out_dir) / "final_model").string(), eval_items, t.seed);
+  const TrainingOutcome outcome = TrainingRun(run).run();
+  if (outcome != TrainingOutcome::Done) return outcome;
+  const double after = eval_loss(t.objective, (fs::path(run.out_dir) / "final_model").string(), eval_items, t.seed);
   std::printf("eval loss before %.4f, after %.4f (%zu eval utterances)\n", before, after, eval_items.size());
   nlohmann::json report = {{"accepted", accepted},   {"corrected", corrected},
                            {"rejected", rejected},   {"pending", pending},
@@ -209,7 +213,7 @@ int feedback_train(const FeedbackTrainOptions& o) {
                            {"eval_loss_before", std::isfinite(before) ? nlohmann::json(before) : nlohmann::json()},
                            {"eval_loss_after", std::isfinite(after) ? nlohmann::json(after) : nlohmann::json()}};
   write_file_atomic((fs::path(t.out_dir) / "feedback_report.json").string(), report.dump(2) + "\n");
-  return 0;
+  return TrainingOutcome::Done;
 }
 
 }  // namespace vitscuda::model

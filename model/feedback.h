@@ -26,7 +26,8 @@ struct FeedbackTrainOptions {
 };
 
 // Builds OUT/data from the review and the original data, reports the eval loss before and after,
-// trains into OUT/training and writes OUT/feedback_report.json. Returns the exit status.
-int feedback_train(const FeedbackTrainOptions& options);
+// trains into OUT/training and writes OUT/feedback_report.json (only when the training is done).
+// Returns how the training ended.
+TrainingOutcome feedback_train(const FeedbackTrainOptions& options);
 
 }  // namespace vitscuda::model

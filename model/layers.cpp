@@ -4,10 +4,6 @@
 
 namespace vitscuda::model {
 
-std::string join_name(const std::string& prefix, const std::string& name) {
-  return prefix.empty() ? name : prefix + "." + name;
-}
-
 void declare_conv1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel, int groups,
                     bool bias, bool weight_norm) {
   const int cin_per_group = cin / groups;

@@ -8,9 +8,6 @@
 
 namespace vitscuda::model {
 
-// "<prefix>.<name>" (or just name when prefix is empty).
-std::string join_name(const std::string& prefix, const std::string& name);
-
 // nn.Conv1d: weight [cout, cin/groups, k] (kaiming normal), bias [cout] (U(-b, b), b = sqrt(groups/(cin*k))).
 // With weight_norm the weight is stored as weight_g [cout, 1, 1] and weight_v [cout, cin/groups, k].
 void declare_conv1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel, int groups = 1,

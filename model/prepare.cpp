@@ -281,8 +281,9 @@ uint64_t tokenizer_hash(const std::string& model_dir) {
   return fnv1a64(settings.dump(), fnv1a64(vocab.dump() + "\n"));
 }
 
-PrepareSummary prepare_dataset(const PrepareOptions& opt) {
-  const auto start = std::chrono::steady_clock::now();
+namespace {
+
+void check_prepare_options(const PrepareOptions& opt) {
   VC_CHECK(!opt.manifest.empty(), "prepare: no manifest given");
   VC_CHECK(!opt.out_dir.empty(), "prepare: no output directory given");
   VC_CHECK(opt.eval_fraction >= 0 && opt.eval_fraction < 1,
@@ -290,196 +291,275 @@ PrepareSummary prepare_dataset(const PrepareOptions& opt) {
   VC_CHECK(opt.min_seconds >= 0 && opt.max_seconds > opt.min_seconds,
            "prepare: need 0 <= --min-seconds < --max-seconds, got " << opt.min_seconds << " and " << opt.max_seconds);
   VC_CHECK(opt.threads >= 1, "prepare: --threads must be at least 1, got " << opt.threads);
+}
 
-  VC_CHECK(fs::is_directory(opt.model_dir), "model directory " << opt.model_dir << " does not exist");
-  const std::string config_path = (fs::path(opt.model_dir) / "config.json").string();
-  VC_CHECK(fs::exists(config_path), opt.model_dir << " has no config.json");
-  const io::VitsConfig config = io::VitsConfig::from_file(config_path);
-  const io::Tokenizer tokenizer = io::Tokenizer::from_dir(opt.model_dir);
-  const uint64_t hash = tokenizer_hash(opt.model_dir);
+io::VitsConfig read_model_config(const std::string& model_dir) {
+  VC_CHECK(fs::is_directory(model_dir), "model directory " << model_dir << " does not exist");
+  const std::string config_path = (fs::path(model_dir) / "config.json").string();
+  VC_CHECK(fs::exists(config_path), model_dir << " has no config.json");
+  return io::VitsConfig::from_file(config_path);
+}
 
+std::string audio_dir_of(const PrepareOptions& opt) {
   const std::string audio_dir =
       opt.audio_dir.empty() ? fs::absolute(opt.manifest).parent_path().string() : opt.audio_dir;
   VC_CHECK(fs::is_directory(audio_dir), "audio directory " << audio_dir << " does not exist");
-  const io::Manifest manifest = io::read_manifest(opt.manifest, audio_dir, opt.format);
+  return audio_dir;
+}
 
-  fs::create_directories(opt.out_dir);
-  check_overwrite(opt.out_dir, hash, opt.force, opt.model_dir);
-  const fs::path out(opt.out_dir);
-  // A run that dies half way must not leave the old summary describing new caches.
-  fs::remove(out / "prepare.json");
+// One preparation, step by step: the constructor checks the inputs and opens OUT; examine_manifest()
+// fills the caches; the write_* steps produce the other outputs.
+class Preparation {
+ public:
+  explicit Preparation(const PrepareOptions& opt)
+      : opt_(opt),
+        start_(std::chrono::steady_clock::now()),
+        config_(read_model_config(opt.model_dir)),
+        tokenizer_(io::Tokenizer::from_dir(opt.model_dir)),
+        hash_(tokenizer_hash(opt.model_dir)),
+        audio_dir_(audio_dir_of(opt)),
+        manifest_(io::read_manifest(opt.manifest, audio_dir_, opt.format)),
+        out_(opt.out_dir),
+        train_path_((out_ / "train.vcds").string()),
+        eval_path_((out_ / "eval.vcds").string()) {
+    fs::create_directories(opt.out_dir);
+    check_overwrite(opt.out_dir, hash_, opt.force, opt.model_dir);
+    // A run that dies half way must not leave the old summary describing new caches.
+    fs::remove(out_ / "prepare.json");
+    start_summary();
+    train_ = std::make_unique<io::DatasetWriter>(train_path_, config_.sampling_rate, hash_);
+    eval_ = std::make_unique<io::DatasetWriter>(eval_path_, config_.sampling_rate, hash_);
+  }
 
-  PrepareSummary sum;
-  sum.manifest_path = fs::absolute(opt.manifest).lexically_normal().string();
-  sum.manifest_format = io::manifest_format_name(manifest.format);
-  sum.out_dir = opt.out_dir;
-  sum.model_dir = fs::absolute(opt.model_dir).lexically_normal().string();
-  sum.manifest_rows = manifest.entries.size() + manifest.rejected.size();
-  sum.parsed_rows = manifest.entries.size();
-  sum.sample_rate = config.sampling_rate;
-  sum.hop = config.total_upsample();
-  sum.tokenizer_hash = hash;
-  for (const auto& r : manifest.rejected) sum.rejected.push_back({r.id, r.line, r.path, r.reason, r.detail});
+  // Examines the rows in parallel chunks and adds each accepted one to its split, in manifest order,
+  // until the manifest or --max-samples ends.
+  void examine_manifest() {
+    const Context ctx = examination_context();
+    const size_t chunk = static_cast<size_t>(opt_.threads) * 16;
+    size_t next = 0;
+    auto last_report = start_;
+    while (next < manifest_.entries.size() && (opt_.max_samples == 0 || accepted_.size() < opt_.max_samples)) {
+      size_t n = std::min(chunk, manifest_.entries.size() - next);
+      if (opt_.max_samples) n = std::min(n, std::max<size_t>(opt_.max_samples - accepted_.size(), opt_.threads));
+      const std::vector<Outcome> outcomes = examine_rows(ctx, next, n);
+      for (size_t k = 0; k < n; ++k) {
+        if (opt_.max_samples && accepted_.size() >= opt_.max_samples) break;
+        record(manifest_.entries[next + k], outcomes[k]);
+      }
+      next += n;
+      const auto now = std::chrono::steady_clock::now();
+      if (opt_.progress && now - last_report > std::chrono::seconds(5)) {
+        std::fprintf(opt_.progress, "prepare: %zu/%zu rows examined, %zu accepted\n", sum_.examined,
+                     manifest_.entries.size(), accepted_.size());
+        std::fflush(opt_.progress);
+        last_report = now;
+      }
+    }
+    sum_.accepted = accepted_.size();
+  }
 
-  Context ctx;
-  ctx.tokenizer = &tokenizer;
-  ctx.sample_rate = config.sampling_rate;
-  ctx.hop = config.total_upsample();
-  ctx.num_speakers = config.num_speakers;
-  ctx.vocab_size = config.vocab_size;
-  ctx.min_seconds = opt.min_seconds;
-  ctx.max_seconds = opt.max_seconds;
+  // rejected.tsv, sorted by manifest line; also the per-reason counts of the summary.
+  void write_rejected_tsv() {
+    std::stable_sort(sum_.rejected.begin(), sum_.rejected.end(),
+                     [](const PrepareRejection& a, const PrepareRejection& b) { return a.line < b.line; });
+    for (const auto& r : sum_.rejected) ++sum_.rejected_by_reason[r.reason];
+    std::ostringstream rejected_tsv;
+    rejected_tsv << "id\tline\tpath\treason\tdetail\n";
+    for (const auto& r : sum_.rejected)
+      rejected_tsv << tsv_field(r.id) << '\t' << r.line << '\t' << tsv_field(r.path) << '\t' << r.reason << '\t'
+                   << tsv_field(r.detail) << '\n';
+    write_file_atomic((out_ / "rejected.tsv").string(), rejected_tsv.str());
+  }
 
-  const std::string train_path = (out / "train.vcds").string();
-  const std::string eval_path = (out / "eval.vcds").string();
-  auto train = std::make_unique<io::DatasetWriter>(train_path, config.sampling_rate, hash);
-  auto eval = std::make_unique<io::DatasetWriter>(eval_path, config.sampling_rate, hash);
-  std::vector<AcceptedRow> accepted;
-  // Candidates for the at-least-one-item rule: the train item closest to the eval side and the
-  // eval item closest to the train side.
-  size_t min_key_train = 0, max_key_eval = 0;
-  double min_key = 2, max_key = -1;
+  bool nothing_accepted() const { return accepted_.empty(); }
 
-  const size_t chunk = static_cast<size_t>(opt.threads) * 16;
-  size_t next = 0;
-  auto last_report = start;
-  while (next < manifest.entries.size() && (opt.max_samples == 0 || accepted.size() < opt.max_samples)) {
-    size_t n = std::min(chunk, manifest.entries.size() - next);
-    if (opt.max_samples) n = std::min(n, std::max<size_t>(opt.max_samples - accepted.size(), opt.threads));
+  // Nothing accepted: no cache is written and the outputs of an earlier run are removed.
+  PrepareSummary discard_caches() {
+    train_.reset();
+    eval_.reset();
+    for (const char* stale : {"train.vcds", "eval.vcds", "accepted.tsv"}) fs::remove(out_ / stale);
+    sum_.elapsed_seconds = elapsed();
+    return sum_;
+  }
+
+  // Writes both caches; with eval_fraction > 0 and at least 2 utterances, each split gets at least one.
+  void finish_caches() {
+    const size_t eval_count = eval_->size(), train_count = train_->size();
+    train_->finish();
+    eval_->finish();
+    if (accepted_.size() >= 2 && opt_.eval_fraction > 0 && eval_count == 0) {
+      move_item(train_path_, min_key_train_, eval_path_, config_.sampling_rate, hash_);
+      size_t seen = 0;
+      for (auto& a : accepted_)
+        if (!a.eval && seen++ == min_key_train_) a.eval = true;
+    } else if (accepted_.size() >= 2 && train_count == 0) {
+      move_item(eval_path_, max_key_eval_, train_path_, config_.sampling_rate, hash_);
+      size_t seen = 0;
+      for (auto& a : accepted_)
+        if (a.eval && seen++ == max_key_eval_) a.eval = false;
+    }
+    for (const auto& a : accepted_) {
+      (a.eval ? sum_.eval_items : sum_.train_items) += 1;
+      (a.eval ? sum_.eval_seconds : sum_.train_seconds) += a.seconds;
+    }
+  }
+
+  void write_accepted_tsv() const {
+    std::ostringstream accepted_tsv;
+    accepted_tsv << "id\tline\tsplit\tseconds\ttokens\tspeaker\tdropped_chars\n";
+    for (const auto& a : accepted_) {
+      char seconds[32];
+      std::snprintf(seconds, sizeof seconds, "%.3f", a.seconds);
+      accepted_tsv << tsv_field(a.id) << '\t' << a.line << '\t' << (a.eval ? "eval" : "train") << '\t' << seconds
+                   << '\t' << a.tokens << '\t' << a.speaker << '\t' << tsv_field(a.dropped) << '\n';
+    }
+    write_file_atomic((out_ / "accepted.tsv").string(), accepted_tsv.str());
+  }
+
+  // prepare.json, written last: its presence says the caches beside it are complete.
+  PrepareSummary write_prepare_json() {
+    sum_.elapsed_seconds = elapsed();
+    struct stat st {};
+    ::stat(opt_.manifest.c_str(), &st);
+    nlohmann::ordered_json j;
+    j["format"] = "vitscuda-prepare";
+    j["version"] = 1;
+    j["created"] = iso_utc(std::time(nullptr));
+    j["manifest"] = {{"path", sum_.manifest_path},
+                     {"format", sum_.manifest_format},
+                     {"size_bytes", static_cast<uint64_t>(st.st_size)},
+                     {"mtime", iso_utc(st.st_mtime)},
+                     {"rows", sum_.manifest_rows}};
+    j["audio_dir"] = fs::absolute(audio_dir_).lexically_normal().string();
+    j["model_dir"] = sum_.model_dir;
+    j["tokenizer_hash"] = hex64(hash_);
+    j["sample_rate"] = sum_.sample_rate;
+    j["hop_length"] = sum_.hop;
+    j["num_speakers"] = config_.num_speakers;
+    j["options"] = {{"max_samples", opt_.max_samples},
+                    {"eval_fraction", opt_.eval_fraction},
+                    {"min_seconds", opt_.min_seconds},
+                    {"max_seconds", opt_.max_seconds}};
+    j["examined"] = sum_.examined;
+    j["accepted"] = sum_.accepted;
+    j["total_seconds"] = sum_.train_seconds + sum_.eval_seconds;
+    j["train"] = {{"file", "train.vcds"}, {"items", sum_.train_items}, {"seconds", sum_.train_seconds}};
+    j["eval"] = {{"file", "eval.vcds"}, {"items", sum_.eval_items}, {"seconds", sum_.eval_seconds}};
+    j["rejected"] = {{"total", sum_.rejected.size()}, {"by_reason", sum_.rejected_by_reason}, {"file", "rejected.tsv"}};
+    j["dropped_characters"] = {{"utterances", sum_.utterances_with_dropped_chars},
+                               {"by_character", sum_.dropped_chars}};
+    j["elapsed_seconds"] = sum_.elapsed_seconds;
+    write_file_atomic((out_ / "prepare.json").string(), j.dump(2) + "\n");
+    return sum_;
+  }
+
+ private:
+  void start_summary() {
+    sum_.manifest_path = fs::absolute(opt_.manifest).lexically_normal().string();
+    sum_.manifest_format = io::manifest_format_name(manifest_.format);
+    sum_.out_dir = opt_.out_dir;
+    sum_.model_dir = fs::absolute(opt_.model_dir).lexically_normal().string();
+    sum_.manifest_rows = manifest_.entries.size() + manifest_.rejected.size();
+    sum_.parsed_rows = manifest_.entries.size();
+    sum_.sample_rate = config_.sampling_rate;
+    sum_.hop = config_.total_upsample();
+    sum_.tokenizer_hash = hash_;
+    for (const auto& r : manifest_.rejected) sum_.rejected.push_back({r.id, r.line, r.path, r.reason, r.detail});
+  }
+
+  Context examination_context() const {
+    Context ctx;
+    ctx.tokenizer = &tokenizer_;
+    ctx.sample_rate = config_.sampling_rate;
+    ctx.hop = config_.total_upsample();
+    ctx.num_speakers = config_.num_speakers;
+    ctx.vocab_size = config_.vocab_size;
+    ctx.min_seconds = opt_.min_seconds;
+    ctx.max_seconds = opt_.max_seconds;
+    return ctx;
+  }
+
+  // Rows [first, first + n), examined on opt.threads threads.
+  std::vector<Outcome> examine_rows(const Context& ctx, size_t first, size_t n) const {
     std::vector<Outcome> outcomes(n);
-#pragma omp parallel for num_threads(opt.threads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(opt_.threads) schedule(dynamic, 1)
     for (long k = 0; k < static_cast<long>(n); ++k) {
       try {
-        outcomes[k] = examine(manifest.entries[next + k], ctx);
+        outcomes[k] = examine(manifest_.entries[first + k], ctx);
       } catch (const std::exception& e) {
-        outcomes[k].fatal = std::string("while preparing ") + manifest.entries[next + k].audio_path + ": " + e.what();
+        outcomes[k].fatal = std::string("while preparing ") + manifest_.entries[first + k].audio_path + ": " + e.what();
       }
     }
-    for (size_t k = 0; k < n; ++k) {
-      if (opt.max_samples && accepted.size() >= opt.max_samples) break;
-      const io::ManifestEntry& e = manifest.entries[next + k];
-      Outcome& o = outcomes[k];
-      VC_CHECK(o.fatal.empty(), o.fatal);
-      ++sum.examined;
-      if (!o.accepted) {
-        sum.rejected.push_back({e.id, e.line, e.audio_path, o.reason, o.detail});
-        continue;
-      }
-      const int speaker = config.num_speakers > 1 ? e.speaker : -1;
-      const double key = eval_key(e.id);
-      const bool to_eval = key < opt.eval_fraction;
-      const double seconds = static_cast<double>(o.samples.size()) / config.sampling_rate;
-      if (to_eval) {
-        if (key > max_key) {
-          max_key = key;
-          max_key_eval = eval->size();
-        }
-        eval->add(e.id, speaker, o.ids.data(), o.ids.size(), o.samples.data(), o.samples.size());
-      } else {
-        if (key < min_key) {
-          min_key = key;
-          min_key_train = train->size();
-        }
-        train->add(e.id, speaker, o.ids.data(), o.ids.size(), o.samples.data(), o.samples.size());
-      }
-      std::string dropped;
-      for (const auto& c : o.dropped) {
-        dropped += c;
-        ++sum.dropped_chars[c];
-      }
-      if (!o.dropped.empty()) ++sum.utterances_with_dropped_chars;
-      accepted.push_back({e.id, e.line, to_eval, seconds, o.ids.size(), speaker, dropped});
+    return outcomes;
+  }
+
+  // A row's outcome into the summary, and an accepted row into its split's cache.
+  void record(const io::ManifestEntry& e, const Outcome& o) {
+    VC_CHECK(o.fatal.empty(), o.fatal);
+    ++sum_.examined;
+    if (!o.accepted) {
+      sum_.rejected.push_back({e.id, e.line, e.audio_path, o.reason, o.detail});
+      return;
     }
-    next += n;
-    const auto now = std::chrono::steady_clock::now();
-    if (opt.progress && now - last_report > std::chrono::seconds(5)) {
-      std::fprintf(opt.progress, "prepare: %zu/%zu rows examined, %zu accepted\n", sum.examined,
-                   manifest.entries.size(), accepted.size());
-      std::fflush(opt.progress);
-      last_report = now;
+    const int speaker = config_.num_speakers > 1 ? e.speaker : -1;
+    const double key = eval_key(e.id);
+    const bool to_eval = key < opt_.eval_fraction;
+    const double seconds = static_cast<double>(o.samples.size()) / config_.sampling_rate;
+    // Candidates for the at-least-one-item rule: the train item closest to the eval side and the
+    // eval item closest to the train side.
+    if (to_eval) {
+      if (key > max_key_) {
+        max_key_ = key;
+        max_key_eval_ = eval_->size();
+      }
+      eval_->add(e.id, speaker, o.ids.data(), o.ids.size(), o.samples.data(), o.samples.size());
+    } else {
+      if (key < min_key_) {
+        min_key_ = key;
+        min_key_train_ = train_->size();
+      }
+      train_->add(e.id, speaker, o.ids.data(), o.ids.size(), o.samples.data(), o.samples.size());
     }
+    std::string dropped;
+    for (const auto& c : o.dropped) {
+      dropped += c;
+      ++sum_.dropped_chars[c];
+    }
+    if (!o.dropped.empty()) ++sum_.utterances_with_dropped_chars;
+    accepted_.push_back({e.id, e.line, to_eval, seconds, o.ids.size(), speaker, dropped});
   }
 
-  std::stable_sort(sum.rejected.begin(), sum.rejected.end(),
-                   [](const PrepareRejection& a, const PrepareRejection& b) { return a.line < b.line; });
-  for (const auto& r : sum.rejected) ++sum.rejected_by_reason[r.reason];
-  std::ostringstream rejected_tsv;
-  rejected_tsv << "id\tline\tpath\treason\tdetail\n";
-  for (const auto& r : sum.rejected)
-    rejected_tsv << tsv_field(r.id) << '\t' << r.line << '\t' << tsv_field(r.path) << '\t' << r.reason << '\t'
-                 << tsv_field(r.detail) << '\n';
-  write_file_atomic((out / "rejected.tsv").string(), rejected_tsv.str());
-
-  sum.accepted = accepted.size();
-  if (accepted.empty()) {
-    train.reset();
-    eval.reset();
-    for (const char* stale : {"train.vcds", "eval.vcds", "accepted.tsv"}) fs::remove(out / stale);
-    sum.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return sum;
+  double elapsed() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 
-  size_t eval_count = eval->size(), train_count = train->size();
-  train->finish();
-  eval->finish();
-  if (accepted.size() >= 2 && opt.eval_fraction > 0 && eval_count == 0) {
-    move_item(train_path, min_key_train, eval_path, config.sampling_rate, hash);
-    size_t seen = 0;
-    for (auto& a : accepted)
-      if (!a.eval && seen++ == min_key_train) a.eval = true;
-  } else if (accepted.size() >= 2 && train_count == 0) {
-    move_item(eval_path, max_key_eval, train_path, config.sampling_rate, hash);
-    size_t seen = 0;
-    for (auto& a : accepted)
-      if (a.eval && seen++ == max_key_eval) a.eval = false;
-  }
-  for (const auto& a : accepted) {
-    (a.eval ? sum.eval_items : sum.train_items) += 1;
-    (a.eval ? sum.eval_seconds : sum.train_seconds) += a.seconds;
-  }
+  const PrepareOptions& opt_;
+  const std::chrono::steady_clock::time_point start_;
+  const io::VitsConfig config_;
+  const io::Tokenizer tokenizer_;
+  const uint64_t hash_;
+  const std::string audio_dir_;
+  const io::Manifest manifest_;
+  const fs::path out_;
+  const std::string train_path_, eval_path_;
+  PrepareSummary sum_;
+  std::unique_ptr<io::DatasetWriter> train_, eval_;
+  std::vector<AcceptedRow> accepted_;
+  size_t min_key_train_ = 0, max_key_eval_ = 0;
+  double min_key_ = 2, max_key_ = -1;
+};
 
-  std::ostringstream accepted_tsv;
-  accepted_tsv << "id\tline\tsplit\tseconds\ttokens\tspeaker\tdropped_chars\n";
-  for (const auto& a : accepted) {
-    char seconds[32];
-    std::snprintf(seconds, sizeof seconds, "%.3f", a.seconds);
-    accepted_tsv << tsv_field(a.id) << '\t' << a.line << '\t' << (a.eval ? "eval" : "train") << '\t' << seconds << '\t'
-                 << a.tokens << '\t' << a.speaker << '\t' << tsv_field(a.dropped) << '\n';
-  }
-  write_file_atomic((out / "accepted.tsv").string(), accepted_tsv.str());
+}  // namespace
 
-  sum.elapsed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  struct stat st {};
-  ::stat(opt.manifest.c_str(), &st);
-  nlohmann::ordered_json j;
-  j["format"] = "vitscuda-prepare";
-  j["version"] = 1;
-  j["created"] = iso_utc(std::time(nullptr));
-  j["manifest"] = {{"path", sum.manifest_path},
-                   {"format", sum.manifest_format},
-                   {"size_bytes", static_cast<uint64_t>(st.st_size)},
-                   {"mtime", iso_utc(st.st_mtime)},
-                   {"rows", sum.manifest_rows}};
-  j["audio_dir"] = fs::absolute(audio_dir).lexically_normal().string();
-  j["model_dir"] = sum.model_dir;
-  j["tokenizer_hash"] = hex64(hash);
-  j["sample_rate"] = sum.sample_rate;
-  j["hop_length"] = sum.hop;
-  j["num_speakers"] = config.num_speakers;
-  j["options"] = {{"max_samples", opt.max_samples},
-                  {"eval_fraction", opt.eval_fraction},
-                  {"min_seconds", opt.min_seconds},
-                  {"max_seconds", opt.max_seconds}};
-  j["examined"] = sum.examined;
-  j["accepted"] = sum.accepted;
-  j["total_seconds"] = sum.train_seconds + sum.eval_seconds;
-  j["train"] = {{"file", "train.vcds"}, {"items", sum.train_items}, {"seconds", sum.train_seconds}};
-  j["eval"] = {{"file", "eval.vcds"}, {"items", sum.eval_items}, {"seconds", sum.eval_seconds}};
-  j["rejected"] = {{"total", sum.rejected.size()}, {"by_reason", sum.rejected_by_reason}, {"file", "rejected.tsv"}};
-  j["dropped_characters"] = {{"utterances", sum.utterances_with_dropped_chars}, {"by_character", sum.dropped_chars}};
-  j["elapsed_seconds"] = sum.elapsed_seconds;
-  write_file_atomic((out / "prepare.json").string(), j.dump(2) + "\n");
-  return sum;
+PrepareSummary prepare_dataset(const PrepareOptions& opt) {
+  check_prepare_options(opt);
+  Preparation preparation(opt);
+  preparation.examine_manifest();
+  preparation.write_rejected_tsv();
+  if (preparation.nothing_accepted()) return preparation.discard_caches();
+  preparation.finish_caches();
+  preparation.write_accepted_tsv();
+  return preparation.write_prepare_json();
 }
 
 std::string format_prepare_summary(const PrepareSummary& s) {

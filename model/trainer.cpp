@@ -85,15 +85,27 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
   if (on_device) kernels::device_synchronize();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   stats.peak_bytes = on_device ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
+  stats.terms = {{"mel", stats.loss}};
   return stats;
 }
 
-double MelTrainer::evaluate(const std::vector<TrainingItem>& batch) {
+LossValues MelTrainer::evaluate(const std::vector<TrainingItem>& batch) {
   autograd::NoGradScope no_grad;
   Rng eval_rng(rng_.seed() ^ 0x5eed5eedULL);  // evaluation draws never disturb the training stream
   TrainStepOptions eval_options = options_.step;
   eval_options.segment_frames = 0;
-  return mel_training_forward(model_, mel_, batch, eval_options, eval_rng).loss.to(Device::CPU).data<float>()[0];
+  const double loss =
+      mel_training_forward(model_, mel_, batch, eval_options, eval_rng).loss.to(Device::CPU).data<float>()[0];
+  return {loss, {{"mel", loss}}};
+}
+
+void MelTrainer::save_state(io::CheckpointWriter& checkpoint) {
+  io::write_optimizer_state(checkpoint.path_for(io::kOptimizerFileName), optimizer_);
+  checkpoint.add_file(io::kOptimizerFileName);
+}
+
+void MelTrainer::load_state(const io::CheckpointInfo& checkpoint) {
+  io::load_optimizer_state(checkpoint.path_of(io::kOptimizerFileName), optimizer_);
 }
 
 }  // namespace vitscuda::model

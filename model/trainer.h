@@ -1,44 +1,33 @@
-// One optimizer update of the mel-mode objective: forward on the tape, backward,
-// gradient-norm clipping, fused AdamW, with gradient accumulation over micro-batches.
+// The mel objective ("mel"): one optimizer update is the mel-mode step's forward on the tape,
+// backward, gradient-norm clipping and fused AdamW, with gradient accumulation over micro-batches.
+// Its single loss term is "mel" (the masked log-mel L1).
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "engine/optimizer.h"
 #include "model/train_step.h"
+#include "model/training_objective.h"
 
 namespace vitscuda::model {
 
-struct TrainerOptions {
-  double learning_rate = 2e-4;
-  int64_t warmup_steps = 0;
-  double lr_decay = 1.0;  // per epoch (VITS: 0.999875); 1 = constant
-  AdamWConfig adam;       // torch.optim.AdamW defaults
-  double grad_clip = 1.0;  // max gradient L2 norm; 0 disables clipping
-  TrainStepOptions step;
-};
-
-struct StepStats {
-  double loss = 0;         // mean over the micro-batches
-  double grad_norm = 0;    // before clipping
-  double learning_rate = 0;
-  double seconds = 0;
-  size_t peak_bytes = 0;   // tensor memory high-water mark during the update (the device's on CUDA)
-  int64_t items = 0;
-  bool finite = true;      // false: loss or gradients were not finite; the update was skipped
-};
-
-class MelTrainer {
+class MelTrainer : public TrainingObjective {
  public:
+  static constexpr const char* kName = "mel";
+
   MelTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions options, uint64_t seed);
 
-  // One update from `micro_batches` (each a batch; losses averaged). A non-finite loss or gradient
-  // skips the update and is reported in the stats, never applied.
-  StepStats step(const std::vector<std::vector<TrainingItem>>& micro_batches, int64_t epoch);
-  // Test hook for the failure policy: the next step's loss is replaced by NaN (its update is skipped).
-  void poison_next_step() { poison_next_ = true; }
-  // Loss without gradients (evaluation).
-  double evaluate(const std::vector<TrainingItem>& batch);
+  std::string name() const override { return kName; }
+  std::vector<std::string> loss_terms() const override { return {"mel"}; }
+  std::string describe_schedule() const override { return schedule_.describe(); }
+  StepStats step(const std::vector<std::vector<TrainingItem>>& micro_batches, int64_t epoch) override;
+  void poison_next_step() override { poison_next_ = true; }
+  LossValues evaluate(const std::vector<TrainingItem>& batch) override;
+  // The AdamW moments, in the checkpoint's optimizer.safetensors.
+  void save_state(io::CheckpointWriter& checkpoint) override;
+  void load_state(const io::CheckpointInfo& checkpoint) override;
+  uint64_t rng_offset() const override { return rng_.offset(); }
+  void set_rng_offset(uint64_t offset) override { rng_.set_offset(offset); }
 
   int64_t updates() const { return optimizer_.step_count(); }
   AdamW& optimizer() { return optimizer_; }

@@ -1,15 +1,28 @@
 // `vitscuda train`: the training loop over a prepared dataset, with checkpoints,
 // resume, metrics, evaluation and the failure policy (nothing is skipped silently).
 #pragma once
+#include <chrono>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
+#include "io/checkpoint.h"
+#include "io/dataset.h"
+#include "io/metrics_log.h"
+#include "io/tensorboard.h"
+#include "model/model_dir.h"
+#include "model/training_objective.h"
 
 namespace vitscuda::model {
 
 struct TrainRunOptions {
   std::string data_dir, model_dir, out_dir;
+  std::string objective = "mel";  // training_objective_names()
   Device device = Device::CPU;  // where the model, its gradients and the optimizer live
   int epochs = 1;
   int batch_size = 4;
@@ -26,9 +39,11 @@ struct TrainRunOptions {
   double noise_scale_duration = 0.8;
   uint64_t seed = 0;
   bool resume = false;
-  int64_t checkpoint_every = 200;  // optimizer steps; 0: only at epoch ends
+  // Optimizer steps between periodic checkpoints; 0: none, only the final checkpoint (and the one a
+  // stop signal saves).
+  int64_t checkpoint_every = 200;
   int keep_checkpoints = 3;
-  int64_t eval_every = 200;        // 0: only at the end
+  int64_t eval_every = 200;        // optimizer steps between evaluations (on eval.vcds, if any); 0: never
   int64_t log_every = 10;
   int64_t max_steps = 0;           // 0: no limit (stop after `epochs`)
   double max_error_rate = 0.01;    // stop when more samples than this fail
@@ -38,8 +53,100 @@ struct TrainRunOptions {
   std::string inject_nan_steps;
 };
 
-// Runs (or resumes) training; returns the process exit status (0 done, 1 failure policy or error,
-// 130 interrupted by SIGINT/SIGTERM after saving a checkpoint). Errors are printed with their cause.
-int run_training(const TrainRunOptions& options);
+// How a run ended; the command line maps it to the exit status (0, 1, 130).
+enum class TrainingOutcome {
+  Done,                    // every epoch (or --max-steps) trained; final checkpoint and model saved
+  StoppedByFailurePolicy,  // too many failed samples or bad losses; no final checkpoint or model
+  Interrupted,             // SIGINT or SIGTERM: a checkpoint was saved; continue with --resume
+};
+
+// One training run (fresh or resumed). The constructor loads the model and the data, builds the
+// objective and opens the run directory, checking everything a run needs before the first step;
+// run() trains. Errors (unusable inputs, a checkpoint that cannot be saved) throw with their cause.
+// SIGINT and SIGTERM are caught from construction to destruction.
+class TrainingRun {
+ public:
+  // The objective named by options.objective (make_training_objective).
+  explicit TrainingRun(const TrainRunOptions& options);
+  // An objective built by `make_objective` (an objective not selectable by name, e.g. in tests).
+  TrainingRun(const TrainRunOptions& options, const TrainingObjectiveFactory& make_objective);
+  ~TrainingRun();
+  TrainingRun(const TrainingRun&) = delete;
+  TrainingRun& operator=(const TrainingRun&) = delete;
+
+  TrainingOutcome run();
+
+ private:
+  class StopSignals;
+  // Every failed sample is named, the first ten in full; the rest are counted by reason.
+  struct FailureLog {
+    int64_t attempted = 0, failed = 0;
+    std::map<std::string, int64_t> by_reason;
+    std::vector<std::string> names;
+    void record(const std::string& id, const std::string& reason, const std::string& detail);
+    void count(const std::string& reason);  // counted here, printed by the run-wide log
+    double rate() const;
+    std::string summary() const;
+  };
+  // The samples of one update: grad_accum micro-batches of validated items.
+  struct PendingUpdate {
+    std::vector<std::vector<TrainingItem>> micro_batches;
+    int64_t consumed = 0;  // data-order positions used, failed samples included
+  };
+  using Clock = std::chrono::steady_clock;
+
+  // Setup, in this order.
+  void load_model_and_data();
+  void open_checkpoints();
+  void restore_or_start_fresh();
+  void open_logs();
+
+  // The loop.
+  void print_plan() const;
+  bool step_limit_reached() const;
+  std::optional<TrainingOutcome> next_update();
+  PendingUpdate gather_update();
+  bool load_item(int64_t index, TrainingItem& item, std::string& reason, std::string& detail) const;
+  std::optional<StepStats> run_objective_step(const PendingUpdate& update);
+  std::optional<TrainingOutcome> failure_policy_on_data(bool step_ran, int64_t consumed);
+  std::optional<TrainingOutcome> failure_policy_on_loss(const StepStats& stats);
+  void record_step(const StepStats& stats);
+  void print_progress(const StepStats& stats, double samples_per_second) const;
+  bool evaluation_due() const;
+  void evaluate();
+  std::vector<TrainingItem> evaluation_batch() const;
+  void add_synthesised_sample(const TrainingItem& item);
+  bool checkpoint_due() const;
+  void save_checkpoint(const char* why);
+  void save_checkpoint_files(const char* why);
+  void finish_epoch();
+  void finish_run();
+
+  std::unique_ptr<StopSignals> stop_signals_;
+  TrainRunOptions options_;
+  Clock::time_point run_start_;
+  LoadedModel loaded_;
+  std::optional<io::DatasetReader> train_;
+  std::unique_ptr<io::DatasetReader> eval_;
+  int64_t count_ = 0;  // samples used per epoch
+  std::unique_ptr<TrainingObjective> objective_;
+  std::string checkpoints_dir_;
+  io::TrainerState state_;
+  std::unique_ptr<io::MetricsLog> metrics_;
+  std::unique_ptr<io::EventWriter> events_;
+  std::set<int64_t> poisoned_attempts_;  // --inject-nan-steps
+
+  bool tty_ = false;
+  FailureLog failures_;        // this run
+  FailureLog epoch_failures_;  // this epoch
+  int bad_steps_ = 0;          // consecutive non-finite or zero losses
+  std::vector<double> loss_sums_;  // per loss term, this epoch
+  double loss_sum_ = 0;            // total loss, this epoch
+  int64_t loss_n_ = 0;
+  Clock::time_point loop_start_, epoch_start_;
+  int64_t samples_this_run_ = 0;
+  bool first_batch_ = true;
+  int64_t attempts_ = 0;  // update attempts in this run, counting skipped ones (for --inject-nan-steps)
+};
 
 }  // namespace vitscuda::model

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's "Reliability" section, measured: runs the damaged-input and fault-injection tests,
-# the SIGKILL crash test (scripts/crash_test.sh) and a fuzzing pass of every reader
-# (scripts/fuzz.sh), and prints one Markdown report of what was tried, how many times, and the
-# outcome. Also written to BUILD/reliability.md. Exits non-zero when anything failed.
+# The reliability report, measured: runs the damaged-input and fault-injection tests, the SIGKILL
+# crash test (scripts/crash_test.sh) and a fuzzing pass of every reader (scripts/fuzz.sh), and
+# prints one Markdown report of what was tried, how many times, and the outcome. Also written to
+# BUILD/reliability.md; docs/reliability.md holds the report of the last run (the README links it).
+# Exits non-zero when anything failed.
 #
 # Usage: scripts/reliability.sh [--build DIR] [--kills N] [--fuzz-seconds S]
 #   --build         the normal build (built by scripts/setup.sh if missing; default build)

@@ -184,6 +184,27 @@ TEST(Synth, EmptyTextAndTextOutsideTheVocabAreRejected) {
   EXPECT_FALSE(fs::exists(tmp + "/a.wav") || fs::exists(tmp + "/b.wav"));
 }
 
+// The six checks of `selftest`, each printed as passed, in order, on the tiny model.
+TEST(Selftest, EveryCheckPassesOnTheTinyModel) {
+  RunResult r = run(bin("vitscuda") + " selftest --model " + fixture("tiny_sdp") +
+                    " --seconds 0.5 --steps 5 --seed 1 --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  size_t at = 0;
+  for (const char* check : {"[PASS] forward gives a waveform", "[PASS] mel computed", "[PASS] loss finite and non-zero",
+                            "[PASS] gradients: 110/110 trainable tensors finite and non-zero",
+                            "[PASS] optimizer step changed", "[PASS] loss falls over 5 steps", "selftest passed"}) {
+    at = r.output.find(check, at);
+    ASSERT_NE(at, std::string::npos) << check << " (in this order)\n" << r.output;
+  }
+  EXPECT_EQ(r.output.find("[FAIL]"), std::string::npos) << r.output;
+}
+
+TEST(Selftest, NeedsAModelOrAConfig) {
+  RunResult r = run(bin("vitscuda") + " selftest --device cpu");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("selftest needs --model DIR or --config config.json"), std::string::npos) << r.output;
+}
+
 TEST(Info, PrintsParameterCounts) {
   RunResult r = run(bin("vitscuda") + " info " + fixture("tiny_sdp"));
   ASSERT_EQ(r.status, 0) << r.output;

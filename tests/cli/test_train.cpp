@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/exit_status.h"
 #include "io/audio.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
@@ -154,4 +155,21 @@ TEST(Train, SigtermSavesALoadableCheckpointAndTheResumedRunIsBitExact) {
   EXPECT_TRUE(slurp(tmp + "/run/final_model/model.safetensors") == slurp(tmp + "/straight/final_model/model.safetensors"))
       << "the run resumed after SIGTERM must end with the parameters of an uninterrupted one";
   EXPECT_EQ(step_losses(tmp + "/run/metrics.jsonl"), step_losses(tmp + "/straight/metrics.jsonl"));
+}
+
+TEST(Train, AnUnknownObjectiveIsRefusedNamingTheValidOnesBeforeAnythingIsLoaded) {
+  const std::string tmp = vitscuda::testing::temp_dir("train_unknown_objective");
+  auto r = run_command(binary_path("vitscuda") + " train --data " + tmp + "/no_data --model " + kModel + " --out " +
+                       tmp + "/run --objective vits");
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("unknown training objective \"vits\"; valid objectives: mel"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(tmp + "/run")) << "nothing is created for a run that cannot start";
+}
+
+// The statuses the failure-policy, SIGTERM and success tests above see, from one mapping.
+TEST(TrainExitStatus, EachTrainingOutcomeHasItsExitStatus) {
+  EXPECT_EQ(cli::exit_status_of(model::TrainingOutcome::Done), 0);
+  EXPECT_EQ(cli::exit_status_of(model::TrainingOutcome::StoppedByFailurePolicy), 1);
+  EXPECT_EQ(cli::exit_status_of(model::TrainingOutcome::Interrupted), 130);
 }

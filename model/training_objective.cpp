@@ -1,0 +1,28 @@
+#include "model/training_objective.h"
+
+#include <algorithm>
+
+#include "kernels/error.h"
+#include "model/trainer.h"
+
+namespace vitscuda::model {
+
+std::vector<std::string> training_objective_names() { return {MelTrainer::kName}; }
+
+const std::string& require_training_objective_name(const std::string& name) {
+  const std::vector<std::string> names = training_objective_names();
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    std::string valid;
+    for (const std::string& n : names) valid += (valid.empty() ? "" : ", ") + n;
+    VC_FAIL("unknown training objective \"" << name << "\"; valid objectives: " << valid);
+  }
+  return name;
+}
+
+std::unique_ptr<TrainingObjective> make_training_objective(const std::string& name, VitsModel& model,
+                                                           const TrainerOptions& options, uint64_t seed) {
+  require_training_objective_name(name);
+  return std::make_unique<MelTrainer>(model, MelSpectrogram(mel_config_for(model.config())), options, seed);
+}
+
+}  // namespace vitscuda::model

@@ -1,0 +1,110 @@
+// What one training update optimises. The training loop (TrainingRun) drives any objective through
+// this interface: the objective owns the parameters it trains, its optimiser(s), its random stream
+// and the names of its loss terms; the loop owns the data, the failure policy, logging, evaluation
+// and checkpoints, and never knows which objective it runs.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/optimizer.h"
+#include "io/checkpoint.h"
+#include "model/vits.h"
+
+namespace vitscuda::model {
+
+struct TrainingItem {
+  std::vector<int32_t> ids;   // token ids (with blanks)
+  std::vector<float> wave;    // target audio at the model's sampling rate
+  Tensor target_logmel;       // [n_mels, frames]: log-mel of the whole target (undefined: computed here)
+  int speaker_id = -1;
+};
+
+// One named part of an objective's loss, e.g. {"mel", 0.42}.
+struct LossTerm {
+  std::string name;
+  double value = 0;
+};
+
+// The loss of one update or evaluation: `total` is what the optimiser minimises (the sum of the
+// terms, each with its weight), `terms` its parts in the order of TrainingObjective::loss_terms().
+struct LossValues {
+  double total = 0;
+  std::vector<LossTerm> terms;
+};
+
+struct StepStats {
+  double loss = 0;         // the total, mean over the micro-batches
+  std::vector<LossTerm> terms;  // the named parts of `loss`, mean over the micro-batches
+  double grad_norm = 0;    // before clipping
+  double learning_rate = 0;
+  double seconds = 0;
+  size_t peak_bytes = 0;   // tensor memory high-water mark during the update (the device's on CUDA)
+  int64_t items = 0;
+  bool finite = true;      // false: loss or gradients were not finite; the update was skipped
+};
+
+// Settings every objective takes: the optimiser's schedule and clipping, and the forward's sampling.
+struct TrainStepOptions {
+  double noise_scale = 0.667;
+  double noise_scale_duration = 0.8;
+  int segment_frames = 0;  // 0: decode the whole utterance
+  bool recompute_decoder = false;  // recompute HiFi-GAN residual blocks in the backward (less memory)
+  // Fixed draws instead of the RNG (tests): duration noise [B,2,T], prior noise [B,F,frames], segment starts.
+  Tensor duration_noise;
+  Tensor prior_noise;
+  std::vector<int64_t> segment_starts;
+};
+
+struct TrainerOptions {
+  double learning_rate = 2e-4;
+  int64_t warmup_steps = 0;
+  double lr_decay = 1.0;  // per epoch (VITS: 0.999875); 1 = constant
+  AdamWConfig adam;       // torch.optim.AdamW defaults
+  double grad_clip = 1.0;  // max gradient L2 norm; 0 disables clipping
+  TrainStepOptions step;
+};
+
+class TrainingObjective {
+ public:
+  virtual ~TrainingObjective() = default;
+
+  // The name it is selected by (make_training_objective).
+  virtual std::string name() const = 0;
+  // Names of the loss terms, in the order StepStats::terms and LossValues::terms report them.
+  virtual std::vector<std::string> loss_terms() const = 0;
+  // The learning-rate schedule in words, for the run's opening line.
+  virtual std::string describe_schedule() const = 0;
+
+  // One update from `micro_batches` (each a batch; losses averaged). A non-finite loss or gradient
+  // skips the update and is reported in the stats, never applied.
+  virtual StepStats step(const std::vector<std::vector<TrainingItem>>& micro_batches, int64_t epoch) = 0;
+  // Test hook for the failure policy: the next step's loss is replaced by NaN (its update is skipped).
+  virtual void poison_next_step() = 0;
+  // Loss without gradients (evaluation); never disturbs the training random stream.
+  virtual LossValues evaluate(const std::vector<TrainingItem>& batch) = 0;
+
+  // Checkpoints: the objective's own state (optimiser moments, parameters it owns beyond the model's)
+  // written into / restored from a checkpoint directory. The model's parameters are the run's.
+  virtual void save_state(io::CheckpointWriter& checkpoint) = 0;
+  virtual void load_state(const io::CheckpointInfo& checkpoint) = 0;
+  // Position of its random stream (Philox words consumed), kept in trainer_state.json for a resume.
+  virtual uint64_t rng_offset() const = 0;
+  virtual void set_rng_offset(uint64_t offset) = 0;
+};
+
+// Builds an objective for `model` (on the model's device); each takes its random draws from `seed`.
+using TrainingObjectiveFactory =
+    std::function<std::unique_ptr<TrainingObjective>(VitsModel& model, const TrainerOptions& options, uint64_t seed)>;
+
+// The objectives selectable by name, in the order they are listed to users.
+std::vector<std::string> training_objective_names();
+// `name` when it names an objective; otherwise an error listing the valid names.
+const std::string& require_training_objective_name(const std::string& name);
+// The objective called `name` (checked as above).
+std::unique_ptr<TrainingObjective> make_training_objective(const std::string& name, VitsModel& model,
+                                                           const TrainerOptions& options, uint64_t seed);
+
+}  // namespace vitscuda::model
