@@ -192,10 +192,8 @@ TEST(OpsElementwise, UnaryForwardsMatchTheirDefinitions) {
   }
 }
 
-TEST(OpsElementwise, UnaryBackwardsMatchFiniteDifferences) {
-  for (const UnaryCase& c : unary_cases())
-    check_gradients(c.name, {unary_input(c, {2, 3, 7}, 11)}, [&c](const std::vector<Tensor>& in) { return c.op(in[0]); });
-}
+// The unary ops' gradient checks are cases of the op case list (tests/support/op_cases.cpp, run by
+// test_op_cases.cpp as OpCases/Gradcheck.*/<op>), with these inputs: the same shape, scales and kinks.
 
 TEST(OpsElementwise, SoftplusFollowsTorchsThreshold) {
   const Tensor x = Tensor::from_vector(std::vector<double>{-30.0, 0.0, 19.5, 20.0, 20.5, 40.0}, {6});
