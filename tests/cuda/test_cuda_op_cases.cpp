@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "support/gradcheck.h"
 #include "support/op_cases.h"
 #include "support/test_support.h"
 
