@@ -705,7 +705,7 @@ TEST(OpsSplineTorch, OutputsAndGradientsMatchTransformers) {
       autograd::RecordingScope recording(tape);
       auto [y, logdet] =
           ops::rational_quadratic_spline(in["inputs"], in["widths"], in["heights"], in["derivatives"], reverse, bound);
-      // See tests/kernels/test_attention_spline.cpp for these tolerances.
+      // See tests/kernels/test_spline.cpp for these tolerances.
       EXPECT_LT(relative_error(y, f.get(c + ".y64")), 1e-12);
       EXPECT_LT(relative_error(logdet, f.get(c + ".logdet64")), 1e-12);
       tape.backward(ops::add(weighted_sum(y, f.get(c + ".r_y")), weighted_sum(logdet, f.get(c + ".r_logdet"))));

@@ -11,18 +11,26 @@
 
 namespace vitscuda::testing {
 
-std::vector<double> numeric_gradient(double* values, size_t n, const std::function<double()>& loss, double h) {
-  std::vector<double> grad(n);
-  for (size_t i = 0; i < n; ++i) {
-    const double saved = values[i];
-    values[i] = saved + h;
+std::vector<double> numeric_gradient_at(double* values, const std::vector<size_t>& coordinates,
+                                        const std::function<double()>& loss, double h) {
+  std::vector<double> grad(coordinates.size());
+  for (size_t k = 0; k < coordinates.size(); ++k) {
+    double& v = values[coordinates[k]];
+    const double saved = v;
+    v = saved + h;
     const double plus = loss();
-    values[i] = saved - h;
+    v = saved - h;
     const double minus = loss();
-    values[i] = saved;
-    grad[i] = (plus - minus) / (2 * h);
+    v = saved;
+    grad[k] = (plus - minus) / (2 * h);
   }
   return grad;
+}
+
+std::vector<double> numeric_gradient(double* values, size_t n, const std::function<double()>& loss, double h) {
+  std::vector<size_t> all(n);
+  for (size_t i = 0; i < n; ++i) all[i] = i;
+  return numeric_gradient_at(values, all, loss, h);
 }
 
 Tensor numeric_gradient(Tensor& values, const std::function<double()>& loss, double h) {

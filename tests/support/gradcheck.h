@@ -30,6 +30,10 @@ inline std::vector<double> numeric_gradient(std::vector<double>* values, const s
                                             double h = kGradcheckStep) {
   return numeric_gradient(values->data(), values->size(), loss, h);
 }
+// Only at `coordinates` (large inputs: a sample of their elements); element k of the result belongs
+// to coordinates[k].
+std::vector<double> numeric_gradient_at(double* values, const std::vector<size_t>& coordinates,
+                                        const std::function<double()>& loss, double h = kGradcheckStep);
 // The same for an f64 CPU tensor, returned as an f64 tensor of its shape.
 Tensor numeric_gradient(Tensor& values, const std::function<double()>& loss, double h = kGradcheckStep);
 
