@@ -821,7 +821,8 @@ void op_case_rows(std::vector<Case>& cases) {
         if (backward && !oc.any_differentiable()) continue;  // no gradient flows (ceil)
         Case cs;
         cs.op = oc.name;
-        cs.variant = std::string(backward ? "backward" : "forward") + (variants[v].name.empty() ? "" : "/" + variants[v].name);
+        cs.variant = std::string(backward ? "backward" : "forward") +
+                     (variants[v].name.empty() ? "" : "/" + variants[v].name);
         cs.where = "op case";
         cs.shape = shapes;
         cs.before = variants[v].select;

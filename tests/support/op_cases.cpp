@@ -61,7 +61,8 @@ Comparison compare_forward(const Tolerance& tolerance, const Tensor& got, const 
       c.detail = shape_mismatch(got, reference);
       if (!c.detail.empty()) return c;
       // Bitwise-equal values, NaN where the reference has NaN (max_abs_diff alone would skip a NaN).
-      const std::vector<float> a = got.to(Device::CPU).to_float_vector(), b = reference.to(Device::CPU).to_float_vector();
+      const std::vector<float> a = got.to(Device::CPU).to_float_vector();
+      const std::vector<float> b = reference.to(Device::CPU).to_float_vector();
       size_t nan_mismatches = 0;
       for (size_t i = 0; i < a.size(); ++i) nan_mismatches += std::isnan(a[i]) != std::isnan(b[i]);
       c.value = nan_mismatches ? INFINITY : max_abs_diff(got, reference);
@@ -73,7 +74,8 @@ Comparison compare_forward(const Tolerance& tolerance, const Tensor& got, const 
       Comparison c;
       c.detail = shape_mismatch(got, reference);
       if (!c.detail.empty()) return c;
-      const std::vector<float> a = got.to(Device::CPU).to_float_vector(), b = reference.to(Device::CPU).to_float_vector();
+      const std::vector<float> a = got.to(Device::CPU).to_float_vector();
+      const std::vector<float> b = reference.to(Device::CPU).to_float_vector();
       double worst = 0;
       for (size_t i = 0; i < a.size(); ++i) {
         if (std::isnan(a[i]) != std::isnan(b[i])) {
@@ -87,7 +89,8 @@ Comparison compare_forward(const Tolerance& tolerance, const Tensor& got, const 
       c.value = worst;
       c.ok = worst <= 1.0;
       c.detail = "worst |diff| / (" + std::to_string(tolerance.forward_abs) + " + " +
-                 std::to_string(tolerance.forward_rel) + " |ref|) = " + std::to_string(worst) + " (limit 1), max |diff| " +
+                 std::to_string(tolerance.forward_rel) + " |ref|) = " + std::to_string(worst) +
+                 " (limit 1), max |diff| " +
                  std::to_string(max_abs_diff(got, reference));
       return c;
     }
@@ -386,7 +389,8 @@ void add_binary_cases(std::vector<OpCase>& cases) {
       OpCase c;
       c.name = std::string(op) + b.suffix;
       c.ops = {op};
-      c.inputs = {input("a", kSmallAct, kLargeAct, uniform(-1.0, 1.0)), input("b", b.small, b.large, uniform(0.5, 2.0))};
+      c.inputs = {input("a", kSmallAct, kLargeAct, uniform(-1.0, 1.0)),
+                  input("b", b.small, b.large, uniform(0.5, 2.0))};
       c.build = build;
       c.tolerance = kExact;
       cases.push_back(c);
@@ -436,7 +440,8 @@ void add_linear_algebra_cases(std::vector<OpCase>& cases) {
     OpCase c;
     c.name = bias ? "linear" : "linear_no_bias";
     c.ops = {"linear"};
-    c.inputs = {input("x", {2, 3, 4}, {3, 141, 192}, uniform(-1, 1)), input("w", {5, 4}, {768, 192}, uniform(-0.1, 0.1))};
+    c.inputs = {input("x", {2, 3, 4}, {3, 141, 192}, uniform(-1, 1)),
+                input("w", {5, 4}, {768, 192}, uniform(-0.1, 0.1))};
     if (bias) c.inputs.push_back(input("b", {5}, {768}, uniform(-1, 1)));
     c.build = [bias](const In& in) { return ops::linear(in[0], in[1], bias ? in[2] : Tensor()); };
     c.tolerance = kReduction;
@@ -493,12 +498,14 @@ void add_convolution_cases(std::vector<OpCase>& cases) {
     const int groups = v.depthwise ? v.Cin : v.groups;
     // Small: the same kernel, stride, padding, dilation and grouping, a few channels.
     const int small_groups = v.depthwise ? 3 : v.groups;
-    const int small_cin = v.depthwise ? 3 : 2 * small_groups, small_cout = v.depthwise ? 3 : (v.Cout == 1 ? 1 : 2 * small_groups);
+    const int small_cin = v.depthwise ? 3 : 2 * small_groups;
+    const int small_cout = v.depthwise ? 3 : (v.Cout == 1 ? 1 : 2 * small_groups);
     OpCase c;
     c.name = std::string("conv1d_") + v.name;
     c.ops = {"conv1d"};
     c.inputs = {input("x", {2, small_cin, v.small_T}, {v.B, v.Cin, v.T}, uniform(-1, 1)),
-                input("w", {small_cout, small_cin / small_groups, v.K}, {v.Cout, v.Cin / groups, v.K}, uniform(-0.2, 0.2)),
+                input("w", {small_cout, small_cin / small_groups, v.K}, {v.Cout, v.Cin / groups, v.K},
+                      uniform(-0.2, 0.2)),
                 input("b", {small_cout}, {v.Cout}, uniform(-1, 1))};
     const int stride = v.stride, pl = v.pad_left, pr = v.pad_right, dil = v.dilation;
     c.build = [stride, pl, pr, dil](const In& in) {
@@ -558,7 +565,8 @@ void add_norm_cases(std::vector<OpCase>& cases) {
   OpCase wn;
   wn.name = "weight_norm";
   wn.ops = {"weight_norm"};
-  wn.inputs = {input("g", {4, 1, 1}, {512, 1, 1}, uniform(0.1, 2.0)), input("v", {4, 3, 3}, {512, 192, 7}, uniform(-1, 1))};
+  wn.inputs = {input("g", {4, 1, 1}, {512, 1, 1}, uniform(0.1, 2.0)),
+               input("v", {4, 3, 3}, {512, 192, 7}, uniform(-1, 1))};
   wn.build = [](const In& in) { return ops::weight_norm(in[0], in[1]); };
   wn.tolerance = kWeightNorm;
   cases.push_back(wn);
