@@ -1,5 +1,8 @@
 // bench_kernels: microbenchmarks of the CUDA forward ops that synthesis uses, at the shapes of the
-// model in --config (mms-tts-eng by default), for each batch size and audio length asked for.
+// model in --config (mms-tts-eng by default), for each batch size and audio length asked for, and
+// the forward and the backward of every case of the op case list (tests/support/op_cases.h, the list
+// the gradient checks and the CUDA-vs-CPU tests read) at its VITS shape, through the engine's ops and
+// tape ("<case>[forward] op case", "<case>[backward/<variant>] op case"; no baseline, no FLOP count).
 //
 // Every case: inputs drawn at random on the device (never zeros), the output poisoned with NaN and
 // checked after the first run (an element left unwritten fails the case), warm-up runs, then timed
@@ -29,6 +32,7 @@
 #include <vector>
 
 #include "bench/bench_support.h"
+#include "engine/autograd.h"
 #include "engine/device_allocator.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
@@ -48,6 +52,7 @@
 #include "kernels/norm.h"
 #include "kernels/philox.h"
 #include "kernels/spline.h"
+#include "support/op_cases.h"
 
 namespace vitscuda::bench {
 namespace {
@@ -96,6 +101,9 @@ struct Prepared {
   std::function<void()> run;
   std::function<void()> baseline;
   Tensor output;
+  std::function<void()> setup;   // before every run, outside the timed interval (e.g. the forward of a backward)
+  std::function<Tensor()> result;  // the output to check when the run allocates it (else `output`)
+  double bytes = 0;                // when > 0: the case's byte count, known only once prepared
 };
 
 struct Case {
@@ -803,8 +811,87 @@ void misc_cases(const Config& cfg, const Combo& cb, std::vector<Case>& cases) {
   }
 }
 
+// ---- the op case list: forward and backward of every case at its VITS shape, per CUDA variant
+
+double device_bytes(const testing::OpCase& oc, const std::vector<Tensor>& values, bool differentiable_only) {
+  double bytes = 0;
+  for (size_t i = 0; i < values.size(); ++i)
+    if (!oc.inputs[i].host && (!differentiable_only || oc.inputs[i].differentiable)) bytes += 4.0 * values[i].numel();
+  return bytes;
+}
+
+// The tape of one forward, replayed backward by each timed run.
+struct BackwardState {
+  autograd::Tape tape;
+  std::vector<Tensor> leaves;
+  Tensor y, dy;
+};
+
+void op_case_rows(std::vector<Case>& cases) {
+  for (const testing::OpCase& oc : testing::op_cases()) {
+    std::string shapes;
+    for (const testing::InputSpec& in : oc.inputs) shapes += (shapes.empty() ? "" : " ") + dims(in.name, in.large);
+    const std::vector<testing::CudaVariant> variants = oc.variants();
+    for (size_t v = 0; v < variants.size(); ++v)
+      for (const bool backward : {false, true}) {
+        if (backward && !oc.any_differentiable()) continue;  // no gradient flows (ceil)
+        Case cs;
+        cs.op = oc.name;
+        cs.variant = std::string(backward ? "backward" : "forward") +
+                     (variants[v].name.empty() ? "" : "/" + variants[v].name);
+        cs.where = "op case";
+        cs.shape = shapes;
+        cs.before = variants[v].select;
+        const std::string name = oc.name;
+        cs.prepare = [name, backward] {
+          const testing::OpCase& c = testing::op_case(name);
+          const std::vector<Tensor> values = testing::case_inputs(c, testing::CaseSize::Large);
+          const std::vector<Tensor> placed = testing::place_inputs(c, values, Device::CUDA, DType::F32);
+          const Tensor y0 = testing::run_forward(c, placed);
+          Prepared p;
+          if (!backward) {
+            auto out = std::make_shared<Tensor>();
+            p.run = [&c, placed, out] { *out = testing::run_forward(c, placed); };
+            p.result = [out] { return *out; };
+            p.bytes = device_bytes(c, values, false) + 4.0 * y0.numel();
+            return p;
+          }
+          auto st = std::make_shared<BackwardState>();
+          Tensor first_grad;
+          for (size_t i = 0; i < placed.size(); ++i) {
+            if (!c.inputs[i].differentiable) {
+              st->leaves.push_back(placed[i]);
+              continue;
+            }
+            Tensor leaf = placed[i];
+            auto slot = std::make_shared<autograd::GradSlot>();
+            slot->shape = leaf.shape();
+            slot->dtype = leaf.dtype();
+            slot->device = leaf.device();
+            leaf.set_grad_slot(slot);
+            if (!first_grad.defined()) first_grad = slot->accumulator();
+            st->leaves.push_back(leaf);
+          }
+          st->dy = dev_uniform(y0.shape(), -1.0, 1.0);
+          p.setup = [&c, st] {
+            st->tape.clear();
+            autograd::RecordingScope recording(st->tape);
+            st->y = c.build(st->leaves);
+          };
+          p.run = [st] { st->tape.backward_from(st->y, st->dy); };
+          p.output = first_grad;
+          // Read: the inputs the backward saved and dy; written: each differentiable input's gradient.
+          p.bytes = device_bytes(c, values, false) + 4.0 * y0.numel() + device_bytes(c, values, true);
+          return p;
+        };
+        cases.push_back(cs);
+      }
+  }
+}
+
 std::vector<Case> build_cases(const Config& cfg) {
   std::vector<Case> cases;
+  op_case_rows(cases);
   weight_norm_cases(cfg, cases);
   for (const Combo& cb : combos(cfg)) {
     conv1d_cases(cfg, cb, cases);
@@ -840,12 +927,18 @@ struct Timing {
   int reps = 0;
 };
 
-Timing time_fn(Timer& timer, const std::function<void()>& fn, int warmup, int reps, double budget_s) {
-  for (int i = 0; i < warmup; ++i) fn();
+// `setup` (if any) runs before each run, outside the timed interval.
+Timing time_fn(Timer& timer, const std::function<void()>& fn, int warmup, int reps, double budget_s,
+               const std::function<void()>& setup = nullptr) {
+  for (int i = 0; i < warmup; ++i) {
+    if (setup) setup();
+    fn();
+  }
   CUDA_CHECK(cudaStreamSynchronize(stream()));
   std::vector<double> samples;
   const auto t0 = std::chrono::steady_clock::now();
   for (int r = 0; r < reps; ++r) {
+    if (setup) setup();
     if (timer.flush.defined())
       CUDA_CHECK(cudaMemsetAsync(timer.flush.raw(), r & 0xFF, timer.flush.nbytes(), stream()));
     CUDA_CHECK(cudaEventRecord(timer.start, stream()));
@@ -1011,7 +1104,7 @@ std::vector<double> parse_list(const std::string& text, const char* what) {
 }
 
 int run(int argc, char** argv) {
-  CLI::App app{"bench_kernels: CUDA forward-op microbenchmarks at a VITS model's shapes"};
+  CLI::App app{"bench_kernels: CUDA op microbenchmarks at a VITS model's shapes and of the op case list"};
   std::string config_path = "tests/data/mms_tts_eng/config.json", json_path, batches_s = "1,8", seconds_s = "2,10";
   std::vector<std::string> filters;
   bool quick = false, list = false, hot = false;
@@ -1086,7 +1179,8 @@ int run(int argc, char** argv) {
   std::printf("%zu cases; %d warm-up + up to %d timed runs each (median, <= %.2f s per case); L2 %s\n", cases.size(),
               warmup, reps, case_seconds, hot ? "not flushed (--hot)" : "flushed before each timed run");
   std::printf("ratio = ours / baseline (> 1: ours slower); baselines: conv1d[im2col] vs the cuDNN path; "
-              "pointwise and norms vs a device copy of the same traffic; attention vs its cuBLAS GEMMs alone\n\n");
+              "pointwise and norms vs a device copy of the same traffic; attention vs its cuBLAS GEMMs alone; "
+              "op cases (tests/support/op_cases.cpp, forward and backward through the engine): none\n\n");
   VC_CHECK(dev.peak_fp32_tflops > 0 && dev.peak_bandwidth_gbs > 0,
            "device_info() reports no peak (fp32 " << dev.peak_fp32_tflops << " TFLOP/s, memory "
                                                   << dev.peak_bandwidth_gbs << " GB/s): cannot compute fractions");
@@ -1116,15 +1210,18 @@ int run(int argc, char** argv) {
       try {
         if (cs.before) cs.before();
         Prepared p = cs.prepare();
+        if (p.bytes > 0) r.cs.bytes = p.bytes;
+        if (p.setup) p.setup();
         p.run();  // first run: the output must be complete and finite
         CUDA_CHECK(cudaStreamSynchronize(stream()));
-        const int64_t bad = non_finite(p.output);
-        VC_CHECK(bad == 0, bad << " of " << p.output.numel()
+        const Tensor output = p.result ? p.result() : p.output;
+        const int64_t bad = non_finite(output);
+        VC_CHECK(bad == 0, bad << " of " << output.numel()
                                << " output elements are NaN or infinite after a run (left unwritten, or overflow)");
         if (reps == 0) {
           r.status = "checked (not timed)";  // a correctness pass, e.g. under compute-sanitizer
         } else {
-          const Timing t = time_fn(timer, p.run, warmup, reps, case_seconds);
+          const Timing t = time_fn(timer, p.run, warmup, reps, case_seconds, p.setup);
           r.time_ms = t.median_ms;
           r.reps = t.reps;
           times[cs.name()] = t.median_ms;

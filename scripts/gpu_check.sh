@@ -380,7 +380,10 @@ else:
     print(f"{'op':<22} {'cases':>5} {'best TFLOP/s':>12} {'best %fp32':>10} {'best GB/s':>10} {'best %bw':>8} "
           f"{'median ratio':>12} {'worst ratio':>11}  baseline")
     ops = {}
+    case_rows = [r for r in ok if r["where"] == "op case"]  # the op case list: one row per case and direction
     for r in ok:
+        if r["where"] == "op case":
+            continue
         key = r["op"] + (f"[{r['variant']}]" if r["variant"] else "")
         ops.setdefault(key, []).append(r)
     for key, rs in ops.items():
@@ -394,6 +397,12 @@ else:
               f"{fmt(best_bw and 100 * best_bw / k['device']['peak_bandwidth_gbs'], '8.1f')} "
               f"{fmt(statistics.median(ratios) if ratios else None, '12.2f')} {fmt(max(ratios) if ratios else None, '11.2f')}  "
               f"{rs[0]['baseline'] or 'none (vendor kernel)'}")
+    if case_rows:
+        for direction in ("forward", "backward"):
+            rows = sorted((r for r in case_rows if r["variant"].startswith(direction)), key=lambda r: -r["time_ms"])
+            if rows:
+                print(f"op cases, {direction}: {len(rows)} rows; slowest: " +
+                      "; ".join(f"{r['op']}[{r['variant']}] {r['time_ms']:.3f} ms" for r in rows[:4]))
     worst = sorted((r for r in ok if r["ratio"] is not None), key=lambda r: -r["ratio"])[:5]
     if worst:
         print("slowest against their baseline: " + "; ".join(f"{r['name']} x{r['ratio']:.2f}" for r in worst))

@@ -28,6 +28,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "kernels/error.h"
+#include "support/gradcheck.h"
 #include "support/test_support.h"
 
 namespace vitscuda {
@@ -37,29 +38,12 @@ using testing::normal_tensor;
 
 // ------------------------------------------------------------------ helpers
 
-Tensor requiring_grad(Tensor t) {
-  auto slot = std::make_shared<autograd::GradSlot>();
-  slot->shape = t.shape();
-  slot->dtype = t.dtype();
-  t.set_grad_slot(slot);
-  return t;
-}
+using testing::requiring_grad;
+using testing::weighted_sum;
 
 Tensor grad_of(const Tensor& t) {
   EXPECT_TRUE(t.requires_grad());
-  return t.grad_slot() ? t.grad_slot()->grad : Tensor();
-}
-
-// L = sum(y * r) as a [1, 1] tensor on the tape.
-Tensor weighted_sum(const Tensor& y, const Tensor& r) {
-  return ops::linear(y.reshape({1, y.numel()}), r.reshape({1, r.numel()}), Tensor());
-}
-
-double weighted_sum_value(const Tensor& y, const Tensor& r) {
-  Tensor yd = y.to(DType::F64), rd = r.to(DType::F64);
-  double s = 0.0;
-  for (int64_t i = 0; i < yd.numel(); ++i) s += yd.data<double>()[i] * rd.data<double>()[i];
-  return s;
+  return testing::grad_of(t);
 }
 
 // Random values at least `gap` away from every point in `kinks`.
@@ -100,36 +84,14 @@ std::string error_of(const std::function<void()>& f) {
 
 using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
 
-// The tape's gradient of L = sum(f(inputs) * r) for every input against central differences.
-// `inputs` are f64; each gets its own fresh gradient slot.
-void check_gradients(const std::string& what, std::vector<Tensor> inputs, const OpFn& f, uint32_t seed = 99) {
+// The tape's gradient of L = sum(f(inputs) * r) for every input against central differences
+// (support/gradcheck.h). `inputs` are f64.
+void check_gradients(const std::string& what, const std::vector<Tensor>& inputs, const OpFn& f, uint32_t seed = 99) {
   SCOPED_TRACE(what);
-  const Tensor r = normal_tensor(f(inputs).shape(), seed);
-  std::vector<Tensor> tracked;
-  for (const Tensor& t : inputs) tracked.push_back(requiring_grad(t.clone()));
-  {
-    autograd::Tape tape;
-    autograd::RecordingScope recording(tape);
-    Tensor y = f(tracked);
-    ASSERT_TRUE(y.requires_grad());
-    tape.backward(weighted_sum(y, r));
-  }
-  constexpr double h = 1e-6;
-  for (size_t k = 0; k < inputs.size(); ++k) {
-    Tensor numeric = Tensor::zeros(inputs[k].shape(), DType::F64);
-    double* v = inputs[k].data<double>();
-    for (int64_t i = 0; i < inputs[k].numel(); ++i) {
-      const double saved = v[i];
-      v[i] = saved + h;
-      const double plus = weighted_sum_value(f(inputs), r);
-      v[i] = saved - h;
-      const double minus = weighted_sum_value(f(inputs), r);
-      v[i] = saved;
-      numeric.data<double>()[i] = (plus - minus) / (2 * h);
-    }
-    const Tensor analytic = grad_of(tracked[k]);
-    ASSERT_TRUE(analytic.defined()) << "input " << k << " got no gradient";
-    EXPECT_LT(relative_error(analytic, numeric), 1e-6) << "input " << k;
+  const std::vector<testing::InputGradcheck> checks = testing::gradcheck(f, inputs, {}, seed);
+  for (size_t k = 0; k < checks.size(); ++k) {
+    ASSERT_TRUE(checks[k].analytic.defined()) << "input " << k << " got no gradient";
+    EXPECT_LT(checks[k].error, testing::kGradcheckTolerance) << "input " << k;
   }
 }
 
@@ -230,10 +192,8 @@ TEST(OpsElementwise, UnaryForwardsMatchTheirDefinitions) {
   }
 }
 
-TEST(OpsElementwise, UnaryBackwardsMatchFiniteDifferences) {
-  for (const UnaryCase& c : unary_cases())
-    check_gradients(c.name, {unary_input(c, {2, 3, 7}, 11)}, [&c](const std::vector<Tensor>& in) { return c.op(in[0]); });
-}
+// The unary ops' gradient checks are cases of the op case list (tests/support/op_cases.cpp, run by
+// test_op_cases.cpp as OpCases/Gradcheck.*/<op>), with these inputs: the same shape, scales and kinks.
 
 TEST(OpsElementwise, SoftplusFollowsTorchsThreshold) {
   const Tensor x = Tensor::from_vector(std::vector<double>{-30.0, 0.0, 19.5, 20.0, 20.5, 40.0}, {6});
@@ -745,7 +705,7 @@ TEST(OpsSplineTorch, OutputsAndGradientsMatchTransformers) {
       autograd::RecordingScope recording(tape);
       auto [y, logdet] =
           ops::rational_quadratic_spline(in["inputs"], in["widths"], in["heights"], in["derivatives"], reverse, bound);
-      // See tests/kernels/test_attention_spline.cpp for these tolerances.
+      // See tests/kernels/test_spline.cpp for these tolerances.
       EXPECT_LT(relative_error(y, f.get(c + ".y64")), 1e-12);
       EXPECT_LT(relative_error(logdet, f.get(c + ".logdet64")), 1e-12);
       tape.backward(ops::add(weighted_sum(y, f.get(c + ".r_y")), weighted_sum(logdet, f.get(c + ".r_logdet"))));

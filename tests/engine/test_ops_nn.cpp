@@ -22,6 +22,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "kernels/error.h"
+#include "support/gradcheck.h"
 #include "support/test_support.h"
 
 namespace vitscuda {
@@ -59,23 +60,15 @@ std::vector<int> torch_params(const std::string& name) {
 
 // ------------------------------------------------------------------ helpers
 
-Tensor requiring_grad(Tensor t) {
-  auto slot = std::make_shared<autograd::GradSlot>();
-  slot->shape = t.shape();
-  slot->dtype = t.dtype();
-  t.set_grad_slot(slot);
-  return t;
-}
+using testing::requiring_grad;
 
 Tensor grad_of(const Tensor& t) {
   EXPECT_TRUE(t.requires_grad());
-  return t.grad_slot() ? t.grad_slot()->grad : Tensor();
+  return testing::grad_of(t);
 }
 
 // L = sum(y * r) as a [1, 1] tensor on the tape.
-Tensor weighted_sum(const Tensor& y, const Tensor& r) {
-  return ops::linear(y.reshape({1, y.numel()}), r.reshape({1, r.numel()}), Tensor());
-}
+using testing::weighted_sum;
 
 double scalar_value(const Tensor& t) { return t.to(DType::F64).data<double>()[0]; }
 
@@ -300,8 +293,8 @@ TEST(OpsNnAutograd, TwoHalfBatchesAccumulateToTheFullBatchGradient) {
 
 // A chain of these ops (weight norm -> conv1d -> channel layer norm -> transposed conv ->
 // linear -> matmul, and embedding -> matmul) in double: the tape's gradients for every input
-// against central differences of L = sum(f * r1) + sum(e * r2) (h = 1e-6; see tests/kernels for
-// why 1e-6 relative holds). The two terms are backpropagated in two passes that accumulate.
+// against central differences of L = sum(f * r1) + sum(e * r2) (support/gradcheck.h says why 1e-6
+// relative holds). The two terms are backpropagated in two passes that accumulate.
 TEST(OpsNnAutograd, ChainGradientsMatchFiniteDifferences) {
   std::map<std::string, Tensor> p = {
       {"x", normal_tensor({2, 3, 7}, 21)},  {"g", normal_tensor({4, 1, 1}, 22)},  {"v", normal_tensor({4, 3, 3}, 23)},
@@ -335,20 +328,9 @@ TEST(OpsNnAutograd, ChainGradientsMatchFiniteDifferences) {
     tape.backward(term == 0 ? weighted_sum(f, r1) : weighted_sum(e, r2));
   }
 
-  constexpr double h = 1e-6;
   for (auto& [name, t] : p) {
     SCOPED_TRACE(name);
-    Tensor numeric = Tensor::zeros(t.shape(), DType::F64);
-    double* v = t.data<double>();
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      const double saved = v[i];
-      v[i] = saved + h;
-      const double plus = loss_value(p);
-      v[i] = saved - h;
-      const double minus = loss_value(p);
-      v[i] = saved;
-      numeric.data<double>()[i] = (plus - minus) / (2 * h);
-    }
+    const Tensor numeric = testing::numeric_gradient(t, [&] { return loss_value(p); });
     const Tensor analytic = grad_of(q.at(name));
     ASSERT_TRUE(analytic.defined());
     EXPECT_LT(relative_error(analytic, numeric), 1e-6);

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reference values of transformers' rational-quadratic spline (the VITS stochastic duration
-predictor's coupling transform), for tests/kernels/test_attention_spline.cpp.
+predictor's coupling transform), for tests/kernels/test_spline.cpp.
 
 Writes tests/data/kernels/spline_cases.txt, one array per line (the format of torch_nn_cases.txt):
     name ndim d0 .. d{ndim-1} v0 v1 ...

@@ -1,0 +1,200 @@
+// Kernel tests of conv1d (kernels/conv1d.h): the forward against a naive double-precision loop, the
+// backward against central differences (kernel_checks.h), plus adjoint (dot-product) checks at shapes
+// large enough to span several im2col tiles, and the f32 instantiations against the f64 ones.
+// Why 1e-6 holds for the gradients: the convolution is linear in each input, so the central
+// difference has no truncation error, only rounding of L (~1e-9); a wrong index gives O(1) errors.
+#include <gtest/gtest.h>
+
+#include "kernels/conv1d.h"
+#include "kernels/error.h"
+#include "kernel_checks.h"
+
+namespace vitscuda::kernels {
+namespace {
+
+using namespace checks;
+
+// ------------------------------------------------------------------ naive references
+
+struct ConvShape {
+  int B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups;
+  int64_t Tout() const { return conv1d_output_length(Tin, K, stride, pad_left, pad_right, dilation); }
+  std::string str() const {
+    return "B=" + std::to_string(B) + " Cin=" + std::to_string(Cin) + " Tin=" + std::to_string(Tin) +
+           " Cout=" + std::to_string(Cout) + " K=" + std::to_string(K) + " s=" + std::to_string(stride) + " pad=(" +
+           std::to_string(pad_left) + "," + std::to_string(pad_right) + ") d=" + std::to_string(dilation) +
+           " g=" + std::to_string(groups);
+  }
+};
+
+Vec conv1d_reference(const Vec& x, const Vec& w, const Vec* b, const ConvShape& s) {
+  const int64_t Tout = s.Tout();
+  const int cin_g = s.Cin / s.groups, cout_g = s.Cout / s.groups;
+  Vec y(static_cast<size_t>(s.B) * s.Cout * Tout);
+  for (int n = 0; n < s.B; ++n)
+    for (int o = 0; o < s.Cout; ++o)
+      for (int64_t t = 0; t < Tout; ++t) {
+        double acc = b ? (*b)[o] : 0.0;
+        const int g = o / cout_g;
+        for (int i = 0; i < cin_g; ++i)
+          for (int k = 0; k < s.K; ++k) {
+            const int64_t pos = t * s.stride + static_cast<int64_t>(k) * s.dilation - s.pad_left;
+            if (pos < 0 || pos >= s.Tin) continue;
+            acc += w[(static_cast<size_t>(o) * cin_g + i) * s.K + k] *
+                   x[(static_cast<size_t>(n) * s.Cin + g * cin_g + i) * s.Tin + pos];
+          }
+        y[(static_cast<size_t>(n) * s.Cout + o) * Tout + t] = acc;
+      }
+  return y;
+}
+
+// ------------------------------------------------------------------ conv1d
+
+const std::vector<ConvShape>& conv_shapes() {
+  static const std::vector<ConvShape> shapes = {
+      {2, 3, 11, 4, 3, 1, 1, 1, 1, 1},  // plain "same" convolution, odd length, batch 2
+      {1, 2, 9, 3, 3, 1, 4, 2, 3, 1},   // dilation 3, asymmetric padding
+      {2, 3, 13, 2, 4, 2, 1, 0, 1, 1},  // stride 2, even kernel
+      {2, 4, 10, 6, 3, 1, 2, 2, 2, 2},  // groups 2, dilation 2
+      {2, 3, 10, 3, 5, 1, 2, 2, 1, 3},  // depthwise (VITS's DDSConv)
+      {1, 2, 12, 4, 3, 2, 2, 1, 2, 2},  // depthwise with 2 outputs per channel, stride 2, dilation 2
+      {2, 5, 7, 3, 1, 1, 0, 0, 1, 1},   // 1x1 (WaveNet res/skip)
+      {1, 4, 9, 2, 1, 2, 0, 1, 1, 1},   // 1x1 with stride and padding (general path)
+      {1, 3, 8, 2, 3, 1, 2, 0, 1, 1},   // causal padding
+      {2, 6, 15, 4, 5, 3, 3, 1, 1, 2},  // groups 2 with stride 3
+      {1, 2, 4, 3, 5, 1, 2, 2, 1, 1},   // kernel longer than the input
+  };
+  return shapes;
+}
+
+template <typename T>
+Vec run_conv1d(const Vec& x, const Vec& w, const Vec* b, const ConvShape& s) {
+  std::vector<T> xt = cast<T>(x), wt = cast<T>(w), bt = b ? cast<T>(*b) : std::vector<T>();
+  std::vector<T> y(static_cast<size_t>(s.B) * s.Cout * s.Tout(), T(-7));  // garbage: the forward overwrites
+  conv1d_forward_cpu<T>(xt.data(), wt.data(), b ? bt.data() : nullptr, y.data(), s.B, s.Cin, s.Tin, s.Cout, s.K,
+                        s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+  return Vec(y.begin(), y.end());
+}
+
+void conv_inputs(const ConvShape& s, uint32_t seed, Vec* x, Vec* w, Vec* b) {
+  *x = random_vector(static_cast<size_t>(s.B) * s.Cin * s.Tin, seed);
+  *w = random_vector(static_cast<size_t>(s.Cout) * (s.Cin / s.groups) * s.K, seed + 1);
+  *b = random_vector(static_cast<size_t>(s.Cout), seed + 2);
+}
+
+TEST(Conv1dKernel, ForwardMatchesNaiveLoop) {
+  std::vector<ConvShape> shapes = conv_shapes();
+  // Several im2col tiles (rows = 256 * 8 = 2048 -> 512-column tiles) and a 1x1 with long T.
+  shapes.push_back({1, 256, 1100, 4, 8, 1, 3, 4, 1, 1});
+  shapes.push_back({2, 64, 700, 8, 11, 1, 10, 10, 2, 1});
+  shapes.push_back({1, 16, 3000, 8, 1, 1, 0, 0, 1, 1});
+  uint32_t seed = 100;
+  for (const ConvShape& s : shapes) {
+    Vec x, w, b;
+    conv_inputs(s, seed += 10, &x, &w, &b);
+    const Vec ref = conv1d_reference(x, w, &b, s);
+    // f64: the same sums in another order; relative error at the level of a few ulps.
+    EXPECT_LT(relative_max_error(run_conv1d<double>(x, w, &b, s), ref), 1e-13) << s.str();
+    EXPECT_LT(relative_max_error(run_conv1d<double>(x, w, nullptr, s), conv1d_reference(x, w, nullptr, s)), 1e-13)
+        << s.str();
+    // f32 against the double loop over the same f32-rounded inputs: at most ~2000 products of
+    // O(1) numbers summed in float, well within 1e-5 of the largest output.
+    const Vec x32 = to_double(cast<float>(x)), w32 = to_double(cast<float>(w)), b32 = to_double(cast<float>(b));
+    EXPECT_LT(relative_max_error(run_conv1d<float>(x, w, &b, s), conv1d_reference(x32, w32, &b32, s)), 1e-5) << s.str();
+  }
+}
+
+TEST(Conv1dKernel, OutputLengthFollowsTorchFormula) {
+  EXPECT_EQ(conv1d_output_length(10, 3, 1, 1, 1, 1), 10);
+  EXPECT_EQ(conv1d_output_length(13, 4, 2, 1, 0, 1), 6);  // floor((13 + 1 - 4) / 2) + 1
+  EXPECT_EQ(conv1d_output_length(9, 3, 1, 4, 2, 3), 9);   // 9 + 6 - 7 + 1
+  EXPECT_EQ(conv1d_output_length(2, 5, 1, 0, 0, 1), 0);   // input shorter than the kernel
+}
+
+TEST(Conv1dKernel, RejectsInvalidArguments) {
+  std::vector<double> x(24), w(24), y(64);
+  EXPECT_THROW(conv1d_forward_cpu<double>(x.data(), w.data(), nullptr, y.data(), 1, 3, 8, 4, 3, 1, 1, 1, 1, 2),
+               Error);  // groups 2 does not divide Cin 3
+  EXPECT_THROW(conv1d_forward_cpu<double>(x.data(), w.data(), nullptr, y.data(), 1, 2, 2, 2, 5, 1, 0, 0, 1, 1),
+               Error);  // input shorter than the kernel
+  EXPECT_THROW(conv1d_forward_cpu<double>(x.data(), w.data(), nullptr, y.data(), 1, 2, 8, 2, 3, 0, 1, 1, 1, 1),
+               Error);  // stride 0
+}
+
+TEST(Conv1dKernel, BackwardMatchesFiniteDifferences) {
+  uint32_t seed = 500;
+  for (const ConvShape& s : conv_shapes()) {
+    SCOPED_TRACE(s.str());
+    Vec x, w, b;
+    conv_inputs(s, seed += 10, &x, &w, &b);
+    const Vec r = random_vector(static_cast<size_t>(s.B) * s.Cout * s.Tout(), seed + 5);
+    auto loss = [&] { return dot(run_conv1d<double>(x, w, &b, s), r); };
+
+    AccumulatedGrad dx(x.size(), seed + 6), dw(w.size(), seed + 7), db(b.size(), seed + 8);
+    conv1d_backward_cpu<double>(x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data(), s.B, s.Cin, s.Tin,
+                                s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    EXPECT_LT(relative_max_error(dx.added(), numeric_gradient(&x, loss)), kGradTolerance) << "dx";
+    EXPECT_LT(relative_max_error(dw.added(), numeric_gradient(&w, loss)), kGradTolerance) << "dw";
+    EXPECT_LT(relative_max_error(db.added(), numeric_gradient(&b, loss)), kGradTolerance) << "db";
+
+    // Each gradient alone (the others nullptr) is the same.
+    Vec dx_only(x.size(), 0.0), dw_only(w.size(), 0.0);
+    conv1d_backward_cpu<double>(x.data(), w.data(), r.data(), dx_only.data(), nullptr, nullptr, s.B, s.Cin, s.Tin,
+                                s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    conv1d_backward_cpu<double>(x.data(), w.data(), r.data(), nullptr, dw_only.data(), nullptr, s.B, s.Cin, s.Tin,
+                                s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    EXPECT_LT(relative_max_error(dx_only, dx.added()), 1e-14);
+    EXPECT_LT(relative_max_error(dw_only, dw.added()), 1e-14);
+  }
+}
+
+// At shapes spanning several tiles, finite differences are too slow; the adjoint identities
+// <conv(x; w), r> = <x, dx(r)> = <w, dw(r)> (no bias) check the backward instead.
+TEST(Conv1dKernel, BackwardSatisfiesAdjointIdentityOnLargeShapes) {
+  const std::vector<ConvShape> shapes = {
+      {1, 256, 1100, 4, 8, 1, 3, 4, 1, 1},
+      {2, 64, 700, 8, 11, 2, 10, 3, 2, 1},
+      {1, 16, 3000, 8, 1, 1, 0, 0, 1, 1},
+      {2, 96, 900, 96, 3, 1, 1, 1, 1, 96},  // depthwise, parallel path
+  };
+  uint32_t seed = 900;
+  for (const ConvShape& s : shapes) {
+    Vec x, w, b;
+    conv_inputs(s, seed += 10, &x, &w, &b);
+    const Vec r = random_vector(static_cast<size_t>(s.B) * s.Cout * s.Tout(), seed + 5);
+    const double forward = dot(run_conv1d<double>(x, w, nullptr, s), r);
+    Vec dx(x.size(), 0.0), dw(w.size(), 0.0);
+    conv1d_backward_cpu<double>(x.data(), w.data(), r.data(), dx.data(), dw.data(), nullptr, s.B, s.Cin, s.Tin, s.Cout,
+                                s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    // Sums of ~1e6 products of O(1) terms in different orders: agreement to ~1e-12 relative.
+    EXPECT_NEAR(dot(x, dx), forward, 1e-10 * std::fabs(forward) + 1e-9) << s.str();
+    EXPECT_NEAR(dot(w, dw), forward, 1e-10 * std::fabs(forward) + 1e-9) << s.str();
+  }
+}
+
+// The f32 instantiations of the backward kernels against the f64 ones on the same
+// (f32-representable) data: float sums over at most a few hundred O(1) products stay within
+// 1e-5 of the largest gradient.
+TEST(Conv1dKernel, FloatBackwardMatchesDouble) {
+  uint32_t seed = 2500;
+  for (const ConvShape& s : conv_shapes()) {
+    Vec x, w, b;
+    conv_inputs(s, seed += 10, &x, &w, &b);
+    x = to_double(cast<float>(x));
+    w = to_double(cast<float>(w));
+    const Vec r = to_double(cast<float>(random_vector(static_cast<size_t>(s.B) * s.Cout * s.Tout(), seed + 5)));
+    Vec dx(x.size(), 0.0), dw(w.size(), 0.0), db(b.size(), 0.0);
+    conv1d_backward_cpu<double>(x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data(), s.B, s.Cin, s.Tin,
+                                s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    std::vector<float> x32 = cast<float>(x), w32 = cast<float>(w), r32 = cast<float>(r);
+    std::vector<float> dx32(x.size(), 0.f), dw32(w.size(), 0.f), db32(b.size(), 0.f);
+    conv1d_backward_cpu<float>(x32.data(), w32.data(), r32.data(), dx32.data(), dw32.data(), db32.data(), s.B, s.Cin,
+                               s.Tin, s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    EXPECT_LT(relative_max_error(to_double(dx32), dx), 1e-5) << s.str();
+    EXPECT_LT(relative_max_error(to_double(dw32), dw), 1e-5) << s.str();
+    EXPECT_LT(relative_max_error(to_double(db32), db), 1e-5) << s.str();
+  }
+}
+
+}  // namespace
+}  // namespace vitscuda::kernels
