@@ -3,6 +3,8 @@
 // allocates its output and dispatches on the input's device and dtype to
 // kernels/ (f32 and f64 on the CPU). Layout conventions follow PyTorch:
 // sequences are [batch, channels, time] for convolutions.
+// Sources: ops_elementwise.cpp, ops_nn.cpp, ops_attention.cpp, ops_spline.cpp, ops_align.cpp,
+// one per kernel family; how an op is written: engine/op_support.h.
 #pragma once
 #include <cstdint>
 #include <string>
