@@ -3,6 +3,8 @@
 // allocates its output and dispatches on the input's device and dtype to
 // kernels/ (f32 and f64 on the CPU). Layout conventions follow PyTorch:
 // sequences are [batch, channels, time] for convolutions.
+// Sources: ops_elementwise.cpp, ops_nn.cpp, ops_attention.cpp, ops_spline.cpp, ops_align.cpp,
+// ops_audio.cpp, ops_loss.cpp, one per kernel family; how an op is written: engine/op_support.h.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,6 +12,10 @@
 #include <vector>
 
 #include "engine/tensor.h"
+
+namespace vitscuda::kernels {
+class StftPlan;  // kernels/stft_mel.h: the STFT's geometry, window and tables
+}
 
 namespace vitscuda::ops {
 
@@ -92,6 +98,25 @@ std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const 
 }  // namespace vitscuda::ops
 
 namespace vitscuda::ops {
+
+// ---- audio (kernels/stft_mel.h) ----
+// VITS' linear spectrogram (mel_processing.spectrogram_torch): sqrt(|STFT(reflect_pad(wave))|^2 + 1e-6)
+// with the plan's window, n_fft and hop (center=False, reflect padding of (n_fft - hop) / 2 on both sides).
+// wave [B, S] -> [B, bins = n_fft / 2 + 1, plan.frames(S)]. It is a model input, not a loss term: it has no
+// backward, and asking for one (a waveform that needs a gradient while a tape records) is an error.
+Tensor linear_spectrogram(const Tensor& wave, const kernels::StftPlan& plan);
+
+// The log-mel of the training loss (mel_processing.mel_spectrogram_torch): log(clamp(filterbank @
+// linear_spectrogram(wave), min = 1e-5)). wave [B, S]; filterbank [n_mels, bins], a constant on the wave's
+// device in its dtype. Returns [B, n_mels, plan.frames(S)], recorded on the tape when `wave` needs a gradient.
+Tensor log_mel(const Tensor& wave, const kernels::StftPlan& plan, const Tensor& filterbank);
+
+// ---- losses (kernels/loss.h) ----
+// sum(|generated - target| * mask) / (C * sum(mask)) for generated, target [B, C, frames] of one dtype and
+// mask [B, 1, frames] or [B, frames] (any dtype; 1 valid, 0 padding; an error when no frame is valid).
+// A scalar (shape []) of the inputs' dtype, recorded on the tape when either input needs a gradient
+// (sign(0) = 0, as torch).
+Tensor masked_l1_loss(const Tensor& generated, const Tensor& target, const Tensor& mask);
 
 // Alignment expansion (length regulator): out[b, c, f] = x[b, c, index[b*frames + f]], or 0 where the
 // index is -1. x [B, C, T]; index has B * frames entries in [-1, T). Returns [B, C, frames].

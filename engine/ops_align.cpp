@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
+#include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/alignment.h"
 #include "kernels/error.h"
@@ -7,6 +8,7 @@
 namespace vitscuda::ops {
 
 Tensor gather_frames(const Tensor& x, const std::vector<int32_t>& index, int64_t frames) {
+  check_operands("gather_frames", {{"x", &x}});
   VC_CHECK(x.ndim() == 3, "gather_frames: x must be [B, C, T], got " << x.describe());
   const int64_t B = x.dim(0), C = x.dim(1), Tin = x.dim(2);
   VC_CHECK(static_cast<int64_t>(index.size()) == B * frames,
@@ -17,9 +19,9 @@ Tensor gather_frames(const Tensor& x, const std::vector<int32_t>& index, int64_t
   Tensor y = Tensor::empty({B, C, frames}, x.dtype(), x.device());
   VC_KERNEL("gather_frames", x, gather_frames, x.data<T>(), index.data(), y.data<T>(), B, C, Tin, frames);
   if (autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     autograd::record("gather_frames", y, [slot, index, B, C, Tin, frames](const Tensor& dy) {
-      Tensor dx = slot->accumulator({B, C, Tin});
+      Tensor dx = grad_buffer(slot, {B, C, Tin});
       VC_KERNEL("gather_frames_backward", dy, gather_frames_backward, dy.data<T>(), index.data(), dx.data<T>(), B, C,
                 Tin, frames);
     });

@@ -1,49 +1,28 @@
-// Pointwise, layout, softmax, attention and spline ops (forward + tape-recorded backward).
+// Pointwise, broadcasting, layout and softmax ops (forward + tape-recorded backward).
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
+#include "engine/op_support.h"
 #include "engine/ops.h"
-#include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/error.h"
-#include "kernels/spline.h"
 
 namespace vitscuda::ops {
 
 namespace {
 
-void check_defined(const char* op, const Tensor& t) { VC_CHECK(t.defined(), op << ": undefined input"); }
-
-// Operands of one op must live on one device (there are no implicit copies).
-void check_same_device(const char* op, const Tensor& first, const Tensor& other) {
-  VC_CHECK(!other.defined() || other.device() == first.device(),
-           op << ": operands on different devices: " << first.describe() << " and " << other.describe());
-}
-
-int normalize_dim(const char* op, const Tensor& x, int dim) {
-  const int d = dim < 0 ? dim + x.ndim() : dim;
-  VC_CHECK(d >= 0 && d < x.ndim(), op << ": dim " << dim << " out of range for " << x.describe());
-  return d;
-}
-
-// [outer, mid, inner] around dimension d.
-void split_at(const Tensor& x, int d, int64_t& outer, int64_t& mid, int64_t& inner) {
-  outer = 1;
-  inner = 1;
-  for (int i = 0; i < d; ++i) outer *= x.dim(i);
-  mid = x.dim(d);
-  for (int i = d + 1; i < x.ndim(); ++i) inner *= x.dim(i);
-}
-
 Tensor unary(const char* name, kernels::UnaryOp op, const Tensor& x, double param) {
-  check_defined(name, x);
+  check_operands(name, {{"x", &x}});
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   VC_KERNEL("unary", x, unary_forward, op, x.data<T>(), y.data<T>(), x.numel(), param);
   // ceil is piecewise constant: torch gives it a zero gradient, so nothing flows back.
   if (op != kernels::UnaryOp::Ceil && autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     // Save only what the derivative reads: y for tanh / sigmoid / exp, nothing for the affine
     // ops, x otherwise.
     const bool from_y = op == kernels::UnaryOp::Tanh || op == kernels::UnaryOp::Sigmoid || op == kernels::UnaryOp::Exp;
@@ -51,9 +30,9 @@ Tensor unary(const char* name, kernels::UnaryOp op, const Tensor& x, double para
     Tensor xs = from_y || affine ? Tensor() : x.detach(), ys = from_y ? y.detach() : Tensor();
     const Shape shape = x.shape();
     autograd::record(name, y, [slot, xs, ys, shape, op, param](const Tensor& dy) {
-      Tensor dx = slot->accumulator(shape);
-      VC_KERNEL("unary_backward", dy, unary_backward, op, xs.defined() ? xs.data<T>() : nullptr,
-                ys.defined() ? ys.data<T>() : nullptr, dy.data<T>(), dx.data<T>(), dy.numel(), param);
+      Tensor dx = grad_buffer(slot, shape);
+      VC_KERNEL("unary_backward", dy, unary_backward, op, data_or_null<T>(xs), data_or_null<T>(ys), dy.data<T>(),
+                dx.data<T>(), dy.numel(), param);
     });
   }
   return y;
@@ -93,29 +72,24 @@ Broadcast broadcast(const char* op, const Tensor& a, const Tensor& b) {
 }
 
 Tensor binary(const char* name, kernels::BinaryOp op, const Tensor& a, const Tensor& b) {
-  check_defined(name, a);
-  check_defined(name, b);
-  check_same_device(name, a, b);
-  VC_CHECK(a.dtype() == b.dtype(), name << ": dtypes differ: " << a.describe() << " and " << b.describe());
+  check_operands(name, {{"a", &a}, {"b", &b}});
   Broadcast bc = broadcast(name, a, b);
   Tensor y = Tensor::empty(bc.shape, a.dtype(), a.device());
   const int nd = static_cast<int>(bc.shape.size());
   VC_KERNEL("binary", a, binary_forward, op, a.data<T>(), bc.a_strides.data(), b.data<T>(), bc.b_strides.data(),
             y.data<T>(), bc.shape.data(), nd);
   if (autograd::needs_grad({&a, &b})) {
-    auto sa = a.grad_slot(), sb = b.grad_slot();
+    SlotPtr sa = slot_of(a), sb = slot_of(b);
     // d(a*b): da reads b, db reads a; d(a/b): da reads b, db reads a and b.
     const bool keep_a = sb && (op == kernels::BinaryOp::Mul || op == kernels::BinaryOp::Div);
     const bool keep_b = (sa && op == kernels::BinaryOp::Mul) || op == kernels::BinaryOp::Div;
     Tensor as = keep_a ? a.detach() : Tensor(), bs = keep_b ? b.detach() : Tensor();
     const Shape a_shape = a.shape(), b_shape = b.shape();
     autograd::record(name, y, [sa, sb, as, bs, a_shape, b_shape, bc, op](const Tensor& dy) {
-      Tensor da = sa ? sa->accumulator(a_shape) : Tensor();
-      Tensor db = sb ? sb->accumulator(b_shape) : Tensor();
-      VC_KERNEL("binary_backward", dy, binary_backward, op, as.defined() ? as.data<T>() : nullptr, bc.a_strides.data(),
-                bs.defined() ? bs.data<T>() : nullptr, bc.b_strides.data(), dy.data<T>(),
-                da.defined() ? da.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr, bc.shape.data(),
-                static_cast<int>(bc.shape.size()));
+      Tensor da = grad_buffer(sa, a_shape), db = grad_buffer(sb, b_shape);
+      VC_KERNEL("binary_backward", dy, binary_backward, op, data_or_null<T>(as), bc.a_strides.data(),
+                data_or_null<T>(bs), bc.b_strides.data(), dy.data<T>(), data_or_null<T>(da), data_or_null<T>(db),
+                bc.shape.data(), static_cast<int>(bc.shape.size()));
     });
   }
   return y;
@@ -151,16 +125,16 @@ Tensor activation(const Tensor& x, const std::string& name) {
 }
 
 Tensor gated_tanh_sigmoid(const Tensor& x) {
-  check_defined("gated_tanh_sigmoid", x);
+  check_operands("gated_tanh_sigmoid", {{"x", &x}});
   VC_CHECK(x.ndim() == 3 && x.dim(1) % 2 == 0, "gated_tanh_sigmoid: x must be [B, 2C, T], got " << x.describe());
   const int64_t B = x.dim(0), C = x.dim(1) / 2, Tlen = x.dim(2);
   Tensor y = Tensor::empty({B, C, Tlen}, x.dtype(), x.device());
   VC_KERNEL("gated_tanh_sigmoid", x, gated_tanh_sigmoid_forward, x.data<T>(), y.data<T>(), B, C, Tlen);
   if (autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     Tensor xs = x.detach();
     autograd::record("gated_tanh_sigmoid", y, [slot, xs, B, C, Tlen](const Tensor& dy) {
-      Tensor dx = slot->accumulator(xs.shape());
+      Tensor dx = grad_buffer(slot, xs.shape());
       VC_KERNEL("gated_tanh_sigmoid_backward", dy, gated_tanh_sigmoid_backward, xs.data<T>(), dy.data<T>(),
                 dx.data<T>(), B, C, Tlen);
     });
@@ -169,7 +143,7 @@ Tensor gated_tanh_sigmoid(const Tensor& x) {
 }
 
 Tensor transpose(const Tensor& x, int dim0, int dim1) {
-  check_defined("transpose", x);
+  check_operands("transpose", {{"x", &x}});
   int a = normalize_dim("transpose", x, dim0), b = normalize_dim("transpose", x, dim1);
   if (a > b) std::swap(a, b);
   Shape out_shape = x.shape();
@@ -185,20 +159,20 @@ Tensor transpose(const Tensor& x, int dim0, int dim1) {
     const int64_t d1 = x.dim(a), d3 = x.dim(b);
     VC_KERNEL("swap_axes", x, swap_axes, x.data<T>(), y.data<T>(), d0, d1, d2, d3, d4, false);
     if (autograd::needs_grad({&x})) {
-      auto slot = x.grad_slot();
+      SlotPtr slot = slot_of(x);
       const Shape in_shape = x.shape();
       autograd::record("transpose", y, [slot, in_shape, d0, d1, d2, d3, d4](const Tensor& dy) {
-        Tensor dx = slot->accumulator(in_shape);
+        Tensor dx = grad_buffer(slot, in_shape);
         VC_KERNEL("swap_axes", dy, swap_axes, dy.data<T>(), dx.data<T>(), d0, d3, d2, d1, d4, true);
       });
     }
     return y;
   }
   if (autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     const Shape in_shape = x.shape();
     autograd::record("transpose", y, [slot, in_shape](const Tensor& dy) {
-      Tensor dx = slot->accumulator(in_shape);
+      Tensor dx = grad_buffer(slot, in_shape);
       VC_KERNEL("accumulate", dy, accumulate, dy.data<T>(), dx.data<T>(), dy.numel());
     });
   }
@@ -206,7 +180,7 @@ Tensor transpose(const Tensor& x, int dim0, int dim1) {
 }
 
 Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
-  check_defined("narrow", x);
+  check_operands("narrow", {{"x", &x}});
   const int d = normalize_dim("narrow", x, dim);
   VC_CHECK(start >= 0 && length >= 0 && start + length <= x.dim(d),
            "narrow: [" << start << ", " << start + length << ") outside dim " << d << " of " << x.describe());
@@ -217,10 +191,10 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
   Tensor y = Tensor::empty(s, x.dtype(), x.device());
   VC_KERNEL("slice_gather", x, slice_gather, x.data<T>(), y.data<T>(), outer, mid, inner, start, length, false);
   if (autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     const Shape in_shape = x.shape();
     autograd::record("narrow", y, [slot, in_shape, outer, mid, inner, start, length](const Tensor& dy) {
-      Tensor dx = slot->accumulator(in_shape);
+      Tensor dx = grad_buffer(slot, in_shape);
       VC_KERNEL("slice_scatter", dy, slice_scatter, dy.data<T>(), dx.data<T>(), outer, mid, inner, start, length, true);
     });
   }
@@ -229,16 +203,15 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length) {
 
 Tensor cat(const std::vector<Tensor>& xs, int dim) {
   VC_CHECK(!xs.empty(), "cat: no tensors");
-  for (const Tensor& x : xs) {
-    check_defined("cat", x);
-    check_same_device("cat", xs[0], x);
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const std::string name = "tensor " + std::to_string(i);
+    check_operands("cat", {{"tensor 0", &xs[0]}, {name.c_str(), &xs[i]}});
   }
   const int d = normalize_dim("cat", xs[0], dim);
   Shape s = xs[0].shape();
   int64_t total = 0;
   for (const Tensor& x : xs) {
-    VC_CHECK(x.ndim() == xs[0].ndim() && x.dtype() == xs[0].dtype(),
-             "cat: " << x.describe() << " does not match " << xs[0].describe());
+    VC_CHECK(x.ndim() == xs[0].ndim(), "cat: " << x.describe() << " does not match " << xs[0].describe());
     for (int i = 0; i < x.ndim(); ++i)
       VC_CHECK(i == d || x.dim(i) == xs[0].dim(i), "cat: " << x.describe() << " does not match " << xs[0].describe()
                                                             << " outside dim " << d);
@@ -257,16 +230,16 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
     offset += len;
   }
   if (autograd::needs_grad(xs)) {
-    std::vector<std::shared_ptr<autograd::GradSlot>> slots;
+    std::vector<SlotPtr> slots;
     std::vector<Shape> shapes;
     for (const Tensor& x : xs) {
-      slots.push_back(x.grad_slot());
+      slots.push_back(slot_of(x));
       shapes.push_back(x.shape());
     }
     autograd::record("cat", y, [slots, shapes, offsets, d, outer, mid, inner](const Tensor& dy) {
       for (size_t i = 0; i < slots.size(); ++i) {
         if (!slots[i]) continue;
-        Tensor dx = slots[i]->accumulator(shapes[i]);
+        Tensor dx = grad_buffer(slots[i], shapes[i]);
         VC_KERNEL("slice_gather", dy, slice_gather, dy.data<T>(), dx.data<T>(), outer, mid, inner, offsets[i],
                   shapes[i][d], true);
       }
@@ -276,17 +249,17 @@ Tensor cat(const std::vector<Tensor>& xs, int dim) {
 }
 
 Tensor flip(const Tensor& x, int dim) {
-  check_defined("flip", x);
+  check_operands("flip", {{"x", &x}});
   const int d = normalize_dim("flip", x, dim);
   int64_t outer, mid, inner;
   split_at(x, d, outer, mid, inner);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   VC_KERNEL("flip", x, flip, x.data<T>(), y.data<T>(), outer, mid, inner, false);
   if (autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     const Shape in_shape = x.shape();
     autograd::record("flip", y, [slot, in_shape, outer, mid, inner](const Tensor& dy) {
-      Tensor dx = slot->accumulator(in_shape);
+      Tensor dx = grad_buffer(slot, in_shape);
       VC_KERNEL("flip", dy, flip, dy.data<T>(), dx.data<T>(), outer, mid, inner, true);
     });
   }
@@ -294,7 +267,7 @@ Tensor flip(const Tensor& x, int dim) {
 }
 
 Tensor sum(const Tensor& x, int dim, bool keepdim) {
-  check_defined("sum", x);
+  check_operands("sum", {{"x", &x}});
   const int d = normalize_dim("sum", x, dim);
   int64_t outer, mid, inner;
   split_at(x, d, outer, mid, inner);
@@ -306,10 +279,10 @@ Tensor sum(const Tensor& x, int dim, bool keepdim) {
   Tensor y = Tensor::empty(s, x.dtype(), x.device());
   VC_KERNEL("sum_mid", x, sum_mid_forward, x.data<T>(), y.data<T>(), outer, mid, inner);
   if (autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     const Shape in_shape = x.shape();
     autograd::record("sum", y, [slot, in_shape, outer, mid, inner](const Tensor& dy) {
-      Tensor dx = slot->accumulator(in_shape);
+      Tensor dx = grad_buffer(slot, in_shape);
       VC_KERNEL("sum_mid_backward", dy, sum_mid_backward, dy.data<T>(), dx.data<T>(), outer, mid, inner);
     });
   }
@@ -317,114 +290,19 @@ Tensor sum(const Tensor& x, int dim, bool keepdim) {
 }
 
 Tensor softmax(const Tensor& x) {
-  check_defined("softmax", x);
+  check_operands("softmax", {{"x", &x}});
   const int64_t n = x.dim(-1), rows = x.numel() / std::max<int64_t>(n, 1);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   VC_KERNEL("softmax", x, softmax_forward, x.data<T>(), y.data<T>(), rows, n);
   if (autograd::needs_grad({&x})) {
-    auto slot = x.grad_slot();
+    SlotPtr slot = slot_of(x);
     Tensor ys = y.detach();
     autograd::record("softmax", y, [slot, ys, rows, n](const Tensor& dy) {
-      Tensor dx = slot->accumulator(ys.shape());
+      Tensor dx = grad_buffer(slot, ys.shape());
       VC_KERNEL("softmax_backward", dy, softmax_backward, ys.data<T>(), dy.data<T>(), dx.data<T>(), rows, n);
     });
   }
   return y;
-}
-
-Tensor relative_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& emb_rel_k,
-                          const Tensor& emb_rel_v, const Tensor& key_mask, int window) {
-  for (const Tensor* t : {&q, &k, &v, &key_mask}) check_defined("relative_attention", *t);
-  for (const Tensor* t : {&k, &v, &key_mask, &emb_rel_k, &emb_rel_v}) check_same_device("relative_attention", q, *t);
-  VC_CHECK(q.ndim() == 4 && k.shape() == q.shape() && v.shape() == q.shape(),
-           "relative_attention: q, k, v must be equal [B, H, Tlen, D], got " << q.describe() << ", " << k.describe()
-                                                                          << ", " << v.describe());
-  const int64_t B = q.dim(0), H = q.dim(1), Tlen = q.dim(2), D = q.dim(3);
-  VC_CHECK(key_mask.numel() == B * Tlen, "relative_attention: key mask " << key_mask.describe() << " for [B=" << B
-                                                                      << ", Tlen=" << Tlen << "]");
-  VC_CHECK(window >= 0, "relative_attention: negative window " << window);
-  if (window > 0)
-    for (const Tensor* e : {&emb_rel_k, &emb_rel_v})
-      VC_CHECK(e->defined() && e->numel() == (2 * window + 1) * D,
-               "relative_attention: relative embeddings must be [1, " << 2 * window + 1 << ", " << D << "], got "
-                                                                      << (e->defined() ? e->describe() : "undefined"));
-  for (const Tensor* t : {&k, &v, &emb_rel_k, &emb_rel_v})
-    VC_CHECK(!t->defined() || t->dtype() == q.dtype(),
-             "relative_attention: dtypes differ: q " << q.describe() << ", operand " << t->describe());
-  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
-  Tensor probs = Tensor::empty({B * H, Tlen, Tlen}, q.dtype(), q.device());
-  Tensor mask = key_mask.dtype() == q.dtype() ? key_mask : key_mask.to(q.dtype());
-  Tensor ek = window > 0 ? emb_rel_k : Tensor(), ev = window > 0 ? emb_rel_v : Tensor();
-  VC_KERNEL("relative_attention", q, relative_attention_forward, q.data<T>(), k.data<T>(), v.data<T>(),
-            ek.defined() ? ek.data<T>() : nullptr, ev.defined() ? ev.data<T>() : nullptr, mask.data<T>(), out.data<T>(),
-            probs.data<T>(), B, H, Tlen, D, window);
-  if (autograd::needs_grad({&q, &k, &v, &ek, &ev})) {
-    auto sq = q.grad_slot(), sk = k.grad_slot(), sv = v.grad_slot();
-    auto sek = ek.defined() ? ek.grad_slot() : nullptr, sev = ev.defined() ? ev.grad_slot() : nullptr;
-    Tensor qs = q.detach(), ks = k.detach(), vs = v.detach(), eks = ek.detach(), evs = ev.detach();
-    Tensor ps = probs;
-    autograd::record("relative_attention", out,
-                     [=](const Tensor& dy) {
-                       Tensor dq = sq ? sq->accumulator(qs.shape()) : Tensor();
-                       Tensor dk = sk ? sk->accumulator(ks.shape()) : Tensor();
-                       Tensor dv = sv ? sv->accumulator(vs.shape()) : Tensor();
-                       Tensor dek = sek ? sek->accumulator(eks.shape()) : Tensor();
-                       Tensor dev = sev ? sev->accumulator(evs.shape()) : Tensor();
-                       auto ptr = [](const Tensor& t) { return t.defined() ? t.raw() : nullptr; };
-                       VC_KERNEL("relative_attention_backward", dy, relative_attention_backward, qs.data<T>(),
-                                 ks.data<T>(), vs.data<T>(), static_cast<const T*>(ptr(eks)),
-                                 static_cast<const T*>(ptr(evs)), ps.data<T>(), dy.data<T>(), static_cast<T*>(ptr(dq)),
-                                 static_cast<T*>(ptr(dk)), static_cast<T*>(ptr(dv)), static_cast<T*>(ptr(dek)),
-                                 static_cast<T*>(ptr(dev)), B, H, Tlen, D, window);
-                     });
-  }
-  return out;
-}
-
-std::pair<Tensor, Tensor> rational_quadratic_spline(const Tensor& inputs, const Tensor& widths, const Tensor& heights,
-                                                    const Tensor& derivatives, bool reverse, double tail_bound) {
-  for (const Tensor* t : {&inputs, &widths, &heights, &derivatives}) {
-    check_defined("rational_quadratic_spline", *t);
-    check_same_device("rational_quadratic_spline", inputs, *t);
-  }
-  const int64_t n = inputs.numel();
-  VC_CHECK(widths.ndim() == 2 && widths.dim(0) == n && heights.shape() == widths.shape() &&
-               derivatives.ndim() == 2 && derivatives.dim(0) == n && derivatives.dim(1) == widths.dim(1) - 1,
-           "rational_quadratic_spline: expected inputs [N], widths/heights [N, bins], derivatives [N, bins-1]; got "
-               << inputs.describe() << ", " << widths.describe() << ", " << heights.describe() << ", "
-               << derivatives.describe());
-  for (const Tensor* t : {&widths, &heights, &derivatives})
-    VC_CHECK(t->dtype() == inputs.dtype(), "rational_quadratic_spline: dtypes differ: inputs " << inputs.describe()
-                                                                                              << ", parameter "
-                                                                                              << t->describe());
-  const int bins = static_cast<int>(widths.dim(1));
-  Tensor out = Tensor::empty(inputs.shape(), inputs.dtype(), inputs.device());
-  Tensor logdet = Tensor::empty(inputs.shape(), inputs.dtype(), inputs.device());
-  VC_KERNEL("rational_quadratic_spline", inputs, rational_quadratic_spline_forward, inputs.data<T>(), widths.data<T>(),
-            heights.data<T>(), derivatives.data<T>(), out.data<T>(), logdet.data<T>(), n, bins, reverse, tail_bound);
-  if (autograd::needs_grad({&inputs, &widths, &heights, &derivatives})) {
-    auto sx = inputs.grad_slot(), sw = widths.grad_slot(), sh = heights.grad_slot(), sd = derivatives.grad_slot();
-    const Tensor xs = inputs.detach(), ws = widths.detach(), hs = heights.detach(), ds = derivatives.detach();
-    // Two outputs, two tape nodes: each passes back its own output's gradient (the kernel
-    // recomputes the bin from the saved inputs, which is cheap next to saving it).
-    for (const bool of_logdet : {false, true}) {
-      Tensor& result = of_logdet ? logdet : out;
-      autograd::record(of_logdet ? "rational_quadratic_spline(log_abs_det)" : "rational_quadratic_spline", result,
-                       [=](const Tensor& grad) {
-                         Tensor dx = sx ? sx->accumulator(xs.shape()) : Tensor();
-                         Tensor dw = sw ? sw->accumulator(ws.shape()) : Tensor();
-                         Tensor dh = sh ? sh->accumulator(hs.shape()) : Tensor();
-                         Tensor dd = sd ? sd->accumulator(ds.shape()) : Tensor();
-                         auto ptr = [](const Tensor& t) { return t.defined() ? t.raw() : nullptr; };
-                         VC_KERNEL("rational_quadratic_spline_backward", grad, rational_quadratic_spline_backward,
-                                   xs.data<T>(), ws.data<T>(), hs.data<T>(), ds.data<T>(),
-                                   of_logdet ? nullptr : grad.data<T>(), of_logdet ? grad.data<T>() : nullptr,
-                                   static_cast<T*>(ptr(dx)), static_cast<T*>(ptr(dw)), static_cast<T*>(ptr(dh)),
-                                   static_cast<T*>(ptr(dd)), n, bins, reverse, tail_bound);
-                       });
-    }
-  }
-  return {out, logdet};
 }
 
 }  // namespace vitscuda::ops

@@ -1,9 +1,7 @@
 // Neural-network ops: linear, matmul, embedding, convolutions, layer norms, weight norm.
-// Each checks its operands, allocates the output, runs the CPU kernel for the dtype and,
+// Each checks its operands, allocates the output, runs the kernel for its device and dtype and,
 // when a tape is recording and an input needs a gradient, records the matching backward
-// kernel (which accumulates into the inputs' gradient slots).
-#include <climits>
-#include <initializer_list>
+// kernel (which accumulates into the inputs' gradient slots). The recipe: engine/op_support.h.
 #include <memory>
 #include <string>
 #include <utility>
@@ -11,6 +9,7 @@
 
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
+#include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/conv1d.h"
 #include "kernels/conv_transpose1d.h"
@@ -20,64 +19,6 @@
 #include "kernels/norm.h"
 
 namespace vitscuda::ops {
-
-namespace {
-
-using autograd::GradSlot;
-using SlotPtr = std::shared_ptr<GradSlot>;
-
-struct Operand {
-  const char* name;
-  const Tensor* tensor;
-  bool required;
-};
-
-// Required operands must be defined; all defined ones must share one device and one dtype.
-void check_operands(const char* op, std::initializer_list<Operand> operands) {
-  const Operand* first = nullptr;
-  for (const Operand& o : operands) {
-    if (!o.tensor->defined()) {
-      VC_CHECK(!o.required, op << ": " << o.name << " is an undefined tensor");
-      continue;
-    }
-    if (!first) {
-      first = &o;
-    } else {
-      VC_CHECK(o.tensor->device() == first->tensor->device(),
-               op << ": " << o.name << " is " << o.tensor->describe() << " but " << first->name << " is "
-                  << first->tensor->describe() << "; operands must be on one device");
-      VC_CHECK(o.tensor->dtype() == first->tensor->dtype(), op << ": " << o.name << " is " << o.tensor->describe()
-                                                               << " but " << first->name << " is "
-                                                               << first->tensor->describe() << "; dtypes must match");
-    }
-  }
-}
-
-int as_int(const char* op, const char* what, int64_t value) {
-  VC_CHECK(value >= 0 && value <= INT_MAX, op << ": " << what << " = " << value << " exceeds the kernels' int range");
-  return static_cast<int>(value);
-}
-
-
-template <typename T>
-const T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
-template <typename T>
-T* data_or_null(Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
-SlotPtr slot_of(const Tensor& t) { return t.defined() ? t.grad_slot() : nullptr; }
-
-// The gradient buffer of a slot viewed as `shape`, or an undefined tensor without a slot.
-Tensor grad_buffer(const SlotPtr& slot, const Shape& shape) { return slot ? slot->accumulator(shape) : Tensor(); }
-
-// A tensor kept for the backward only when some gradient needs it (undefined otherwise).
-Tensor saved_if(bool needed, const Tensor& t) { return needed && t.defined() ? t.detach() : Tensor(); }
-
-}  // namespace
 
 // ------------------------------------------------------------------ linear / matmul
 

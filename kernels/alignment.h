@@ -18,6 +18,7 @@ template <typename T>
 void gather_frames_backward_cpu(const T* dy, const int32_t* index, T* dx, int64_t B, int64_t C, int64_t T_in, int64_t F);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 // index is a host array (uploaded).
 void gather_frames_cuda(const float* x, const int32_t* index, float* y, int64_t B, int64_t C, int64_t T_in, int64_t F);
 // Backward (kernels/cuda/gather_backward.cu): index grouped by column on the host and uploaded;

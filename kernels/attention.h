@@ -24,6 +24,7 @@ void relative_attention_backward_cpu(const T* q, const T* k, const T* v, const T
                                      int64_t B, int64_t heads, int64_t time, int64_t dim, int window);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 // Logits and the weighted sum by cuBLAS batched products; the relative terms, mask and softmax fused.
 void relative_attention_forward_cuda(const float* q, const float* k, const float* v, const float* emb_k,
                                      const float* emb_v, const float* key_mask, float* out, float* probs, int64_t B,

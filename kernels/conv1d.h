@@ -40,6 +40,7 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 // cuDNN with its algorithm chosen per shape class (kernels/cuda/conv_common.cuh), or our im2col + cuBLAS
 // kernel where cuDNN cannot (asymmetric padding) or is set aside (conv1d_set_cuda_path).
 void conv1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin, int Cout,

@@ -33,6 +33,7 @@ void conv_transpose1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T
                                    int Cout, int K, int stride, int padding);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 // cuDNN's backward-data convolution (a transposed convolution is the input gradient of a convolution).
 void conv_transpose1d_forward_cuda(const float* x, const float* w, const float* b, float* y, int B, int Cin, int Tin,
                                    int Cout, int K, int stride, int padding);

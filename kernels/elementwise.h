@@ -69,6 +69,7 @@ template <typename T>
 void sum_mid_backward_cpu(const T* dy, T* dx, int64_t outer, int64_t mid, int64_t inner);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 void unary_forward_cuda(UnaryOp op, const float* x, float* y, int64_t n, double param);
 // Strides and shape are host arrays (they travel in the kernel's arguments).
 void binary_forward_cuda(BinaryOp op, const float* a, const int64_t* a_strides, const float* b,

@@ -15,6 +15,7 @@ template <typename T>
 void embedding_backward_cpu(const T* dy, const int32_t* ids, T* dtable, int64_t n, int64_t vocab, int64_t C);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 // ids is a host array (checked, then uploaded).
 void embedding_forward_cuda(const float* table, const int32_t* ids, float* y, int64_t n, int64_t vocab, int64_t C);
 // Backward (kernels/cuda/gather_backward.cu): ids checked as the CPU does, grouped by id on the

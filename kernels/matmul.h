@@ -23,6 +23,7 @@ template <typename T>
 void linear_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias, int rows, int in, int out);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 // cuBLAS, full fp32 math (no TF32).
 void matmul_forward_cuda(const float* a, const float* b, float* c, int batch, int M, int K, int N);
 void linear_forward_cuda(const float* x, const float* w, const float* bias, float* y, int rows, int in, int out);

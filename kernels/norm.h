@@ -38,6 +38,7 @@ template <typename T>
 void weight_norm_backward_cpu(const T* g, const T* v, const T* dw, T* dg, T* dv, int rows, int n);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 void layer_norm_forward_cuda(const float* x, const float* gamma, const float* beta, float* y, int rows, int C,
                              double eps);
 void layer_norm_channels_forward_cuda(const float* x, const float* gamma, const float* beta, float* y, int B, int C,

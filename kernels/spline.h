@@ -25,6 +25,7 @@ void rational_quadratic_spline_backward_cpu(const T* inputs, const T* widths, co
                                             double tail_bound);
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
+// VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).
 void rational_quadratic_spline_forward_cuda(const float* inputs, const float* widths, const float* heights,
                                             const float* derivatives, float* outputs, float* log_abs_det, int64_t n,
                                             int bins, bool reverse, double tail_bound);

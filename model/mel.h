@@ -1,12 +1,14 @@
 // The log-mel spectrogram of the training loss (jaywalnut310/vits mel_processing.mel_spectrogram_torch):
 // reflect padding of (n_fft - hop) / 2 on both sides, STFT with a periodic Hann window (center=False),
 // magnitude sqrt(re^2 + im^2 + 1e-6), Slaney mel filterbank, log(clamp(x, 1e-5)); and the masked
-// mean L1 between two log-mels. Both record their backward on the current tape.
+// mean L1 between two log-mels. The computing is the engine's ops (ops::log_mel, ops::masked_l1_loss);
+// this holds the VITS settings, the filterbanks and the STFT plan they run with.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "engine/ops.h"
 #include "engine/tensor.h"
 
 namespace vitscuda::model {
@@ -28,8 +30,8 @@ struct MelConfig {
   double fmax = 0.0;  // 0: sample_rate / 2
 };
 
-// The plans and filterbanks for one MelConfig, built once (construction costs O(n_fft^2) for the DFT
-// basis); copies share them and are cheap. Safe to use from several threads.
+// The STFT plan and filterbanks for one MelConfig, built once (the plan's tables on each backend's first
+// use: O(n_fft^2) for the CPU's DFT basis); copies share them and are cheap. Safe to use from several threads.
 class MelSpectrogram {
  public:
   explicit MelSpectrogram(const MelConfig& config = MelConfig());
@@ -42,8 +44,8 @@ class MelSpectrogram {
   int64_t frames(int64_t samples) const;
   const std::vector<float>& filterbank() const;  // [n_mels, bins]
 
-  // wave [B, S] (f32 or f64 on the CPU; f32 on CUDA, computed there) -> log-mel [B, n_mels, frames(S)], recorded on the current tape when
-  // `wave` needs a gradient.
+  // wave [B, S] (f32 or f64 on the CPU; f32 on CUDA, computed there) -> log-mel [B, n_mels, frames(S)]
+  // (ops::log_mel), recorded on the current tape when `wave` needs a gradient.
   Tensor log_mel(const Tensor& wave) const;
 
   // The training target's log-mel of one waveform, f32 [n_mels, S / hop], no gradient: the waveform is
@@ -51,7 +53,7 @@ class MelSpectrogram {
   // Computed on `device` (the GPU's STFT when training there) and returned there.
   Tensor log_mel_of(const std::vector<float>& wave, Device device = Device::CPU) const;
 
-  struct Impl;  // plans and filterbanks (the CPU's, and the device's once a CUDA waveform arrives)
+  struct Impl;  // the plan and the filterbanks (the CPU's, and the device's once a CUDA waveform arrives)
 
  private:
   std::shared_ptr<Impl> impl_;
@@ -60,9 +62,7 @@ class MelSpectrogram {
 // One-off log-mel (builds the plan for this call; keep a MelSpectrogram to reuse it).
 Tensor log_mel(const MelConfig& config, const Tensor& wave);
 
-// sum(|generated - target| * mask) / (C * sum(mask)) for generated, target [B, C, frames] of one dtype and
-// mask [B, 1, frames] or [B, frames] (any dtype; 1 valid, 0 padding). A scalar (shape []) of the inputs'
-// dtype, recorded on the current tape when either input needs a gradient (sign(0) = 0, as torch).
-Tensor masked_l1_loss(const Tensor& generated, const Tensor& target, const Tensor& mask);
+// The mel loss between two log-mels: the engine's op (engine/ops.h), named here for the model's callers.
+using ops::masked_l1_loss;
 
 }  // namespace vitscuda::model

@@ -30,8 +30,36 @@ void check_batch(const char* who, int B, int64_t S) {
 
 }  // namespace
 
-template <typename T>
-int64_t StftPlan<T>::frames(int64_t samples) const {
+std::vector<double> periodic_hann_window(int win) {
+  VC_CHECK(win >= 1, "periodic_hann_window: window length " << win << " must be >= 1");
+  const double pi = std::acos(-1.0);
+  std::vector<double> w(static_cast<size_t>(win));
+  for (int n = 0; n < win; ++n) w[n] = 0.5 - 0.5 * std::cos(2.0 * pi * n / win);
+  return w;
+}
+
+// ---------------------------------------------------------------- StftPlan (shared by both backends)
+
+StftPlan::StftPlan(int n_fft, int hop, int win, const double* window) : tables_(std::make_shared<Tables>()) {
+  VC_CHECK(n_fft >= 2 && hop >= 1 && win >= 1 && win <= n_fft,
+           "stft plan: invalid n_fft " << n_fft << ", hop " << hop << " or win " << win << " (need 1 <= win <= n_fft)");
+  VC_CHECK(n_fft >= hop && (n_fft - hop) % 2 == 0,
+           "stft plan: n_fft " << n_fft << " - hop " << hop << " must be even and >= 0 (padding (n_fft - hop) / 2)");
+  Tables& t = *tables_;
+  t.n_fft = n_fft;
+  t.hop = hop;
+  t.win = win;
+  t.bins = n_fft / 2 + 1;
+  t.pad = (n_fft - hop) / 2;
+  // The window zero-padded (centred) to n_fft, as torch.stft does with win_length < n_fft.
+  t.window.assign(static_cast<size_t>(n_fft), 0.0);
+  const std::vector<double> hann = window ? std::vector<double>() : periodic_hann_window(win);
+  const int left = (n_fft - win) / 2;
+  for (int n = 0; n < win; ++n) t.window[left + n] = window ? window[n] : hann[n];
+}
+
+int64_t StftPlan::frames(int64_t samples) const {
+  const int n_fft = tables_->n_fft, hop = tables_->hop, pad = tables_->pad;
   VC_CHECK(samples > pad, "stft: a signal of " << samples << " samples is too short for the reflect padding of " << pad
                                                << " samples (n_fft " << n_fft << ", hop " << hop
                                                << "); it needs more than " << pad << " samples");
@@ -41,58 +69,55 @@ int64_t StftPlan<T>::frames(int64_t samples) const {
   return (padded - n_fft) / hop + 1;
 }
 
-std::vector<double> periodic_hann_window(int win) {
-  VC_CHECK(win >= 1, "periodic_hann_window: window length " << win << " must be >= 1");
-  const double pi = std::acos(-1.0);
-  std::vector<double> w(static_cast<size_t>(win));
-  for (int n = 0; n < win; ++n) w[n] = 0.5 - 0.5 * std::cos(2.0 * pi * n / win);
-  return w;
+int64_t StftPlan::spectrum_size(int B, int64_t samples) const {
+  return static_cast<int64_t>(B) * 2 * tables_->bins * frames(samples);
 }
 
+namespace {
+
 template <typename T>
-StftPlan<T> make_stft_plan(int n_fft, int hop, int win, const T* window) {
-  VC_CHECK(n_fft >= 2 && hop >= 1 && win >= 1 && win <= n_fft,
-           "stft plan: invalid n_fft " << n_fft << ", hop " << hop << " or win " << win << " (need 1 <= win <= n_fft)");
-  VC_CHECK(n_fft >= hop && (n_fft - hop) % 2 == 0,
-           "stft plan: n_fft " << n_fft << " - hop " << hop << " must be even and >= 0 (padding (n_fft - hop) / 2)");
-  StftPlan<T> plan;
-  plan.n_fft = n_fft;
-  plan.hop = hop;
-  plan.win = win;
-  plan.bins = n_fft / 2 + 1;
-  plan.pad = (n_fft - hop) / 2;
-
-  // The window zero-padded (centred) to n_fft, as torch.stft does with win_length < n_fft.
-  std::vector<double> full(static_cast<size_t>(n_fft), 0.0);
-  const std::vector<double> hann = window ? std::vector<double>() : periodic_hann_window(win);
-  const int left = (n_fft - win) / 2;
-  for (int n = 0; n < win; ++n) full[left + n] = window ? static_cast<double>(window[n]) : hann[n];
-
+void build_basis(int n_fft, int bins, const std::vector<double>& window, std::vector<T>* basis) {
   const double two_pi_over_n = 2.0 * std::acos(-1.0) / n_fft;
-  const int bins = plan.bins;
-  plan.basis.assign(static_cast<size_t>(2) * bins * n_fft, T(0));
+  basis->assign(static_cast<size_t>(2) * bins * n_fft, T(0));
+  T* const data = basis->data();
 #pragma omp parallel for schedule(static) if (static_cast<int64_t>(bins) * n_fft > kParallelWork)
   for (int k = 0; k < bins; ++k) {
-    T* re = plan.basis.data() + static_cast<int64_t>(k) * n_fft;
-    T* im = plan.basis.data() + static_cast<int64_t>(bins + k) * n_fft;
+    T* re = data + static_cast<int64_t>(k) * n_fft;
+    T* im = data + static_cast<int64_t>(bins + k) * n_fft;
     for (int n = 0; n < n_fft; ++n) {
       // k * n reduced mod n_fft in integers keeps the angle exact for large k * n.
       const double angle = two_pi_over_n * static_cast<double>((static_cast<int64_t>(k) * n) % n_fft);
-      re[n] = static_cast<T>(full[n] * std::cos(angle));
-      im[n] = static_cast<T>(-full[n] * std::sin(angle));
+      re[n] = static_cast<T>(window[n] * std::cos(angle));
+      im[n] = static_cast<T>(-window[n] * std::sin(angle));
     }
   }
-  return plan;
+}
+
+}  // namespace
+
+template <>
+const std::vector<float>& StftPlan::cpu_basis<float>() const {
+  Tables& t = *tables_;
+  std::call_once(t.basis_f32_once, [&t] { build_basis(t.n_fft, t.bins, t.window, &t.basis_f32); });
+  return t.basis_f32;
+}
+
+template <>
+const std::vector<double>& StftPlan::cpu_basis<double>() const {
+  Tables& t = *tables_;
+  std::call_once(t.basis_f64_once, [&t] { build_basis(t.n_fft, t.bins, t.window, &t.basis_f64); });
+  return t.basis_f64;
 }
 
 template <typename T>
-void stft_magnitude_forward_cpu(const StftPlan<T>& plan, const T* wave, int B, int64_t S, T* mag, T* spec) {
+void stft_magnitude_forward_cpu(const StftPlan& plan, const T* wave, int B, int64_t S, T* mag, T* spectrum) {
   check_batch("stft_magnitude_forward", B, S);
   const int64_t frames = plan.frames(S);
-  const int n_fft = plan.n_fft, bins = plan.bins;
-  const int64_t hop = plan.hop, pad = plan.pad;
+  const int n_fft = plan.n_fft(), bins = plan.bins();
+  const int64_t hop = plan.hop(), pad = plan.pad();
+  const T* const basis = plan.cpu_basis<T>().data();
   std::vector<T> framed(static_cast<size_t>(frames * n_fft));
-  std::vector<T> local_spec(spec ? 0 : static_cast<size_t>(2) * bins * frames);
+  std::vector<T> local_spec(spectrum ? 0 : static_cast<size_t>(2) * bins * frames);
   for (int b = 0; b < B; ++b) {
     const T* x = wave + b * S;
     // framed[t, n] = padded[t * hop + n]: a materialised copy, since overlapping frames (hop < n_fft)
@@ -107,9 +132,9 @@ void stft_magnitude_forward_cpu(const StftPlan<T>& plan, const T* wave, int B, i
         for (int n = 0; n < n_fft; ++n) row[n] = x[reflect_index(start + n, pad, S)];
       }
     }
-    T* sb = spec ? spec + static_cast<int64_t>(b) * 2 * bins * frames : local_spec.data();
+    T* sb = spectrum ? spectrum + static_cast<int64_t>(b) * 2 * bins * frames : local_spec.data();
     // sb [2*bins, frames] = basis [2*bins, n_fft] @ framed^T.
-    gemm<T>(false, true, 2 * bins, static_cast<int>(frames), n_fft, T(1), plan.basis.data(), n_fft, framed.data(),
+    gemm<T>(false, true, 2 * bins, static_cast<int>(frames), n_fft, T(1), basis, n_fft, framed.data(),
             n_fft, T(0), sb, static_cast<int>(frames));
     T* mb = mag + static_cast<int64_t>(b) * bins * frames;
     const int64_t half = static_cast<int64_t>(bins) * frames;
@@ -124,17 +149,19 @@ void stft_magnitude_forward_cpu(const StftPlan<T>& plan, const T* wave, int B, i
 
 template <typename T>
 void stft_magnitude_forward_cpu(const T* wave, int B, int64_t S, int n_fft, int hop, int win, const T* window, T* mag) {
-  const StftPlan<T> plan = make_stft_plan<T>(n_fft, hop, win, window);
+  const std::vector<double> window_f64 = window ? std::vector<double>(window, window + win) : std::vector<double>();
+  const StftPlan plan(n_fft, hop, win, window ? window_f64.data() : nullptr);
   stft_magnitude_forward_cpu(plan, wave, B, S, mag, static_cast<T*>(nullptr));
 }
 
 template <typename T>
-void stft_magnitude_backward_cpu(const StftPlan<T>& plan, const T* spec, const T* grad_mag, int B, int64_t S,
+void stft_magnitude_backward_cpu(const StftPlan& plan, const T* spectrum, const T* grad_mag, int B, int64_t S,
                                  T* grad_wave) {
   check_batch("stft_magnitude_backward", B, S);
   const int64_t frames = plan.frames(S);
-  const int n_fft = plan.n_fft, bins = plan.bins;
-  const int64_t hop = plan.hop, pad = plan.pad;
+  const int n_fft = plan.n_fft(), bins = plan.bins();
+  const int64_t hop = plan.hop(), pad = plan.pad();
+  const T* const basis = plan.cpu_basis<T>().data();
   const int64_t half = static_cast<int64_t>(bins) * frames;
   const int64_t used = (frames - 1) * hop + n_fft;  // padded samples the frames cover
   const T eps = static_cast<T>(kStftMagnitudeEps);
@@ -142,7 +169,7 @@ void stft_magnitude_backward_cpu(const StftPlan<T>& plan, const T* spec, const T
   std::vector<T> grad_framed(static_cast<size_t>(frames * n_fft));
   std::vector<T> grad_padded(static_cast<size_t>(used));
   for (int b = 0; b < B; ++b) {
-    const T* sb = spec + static_cast<int64_t>(b) * 2 * half;
+    const T* sb = spectrum + static_cast<int64_t>(b) * 2 * half;
     const T* gm = grad_mag + static_cast<int64_t>(b) * half;
     // d mag / d re = re / mag, d mag / d im = im / mag.
 #pragma omp parallel for schedule(static) if (half > kParallelWork)
@@ -154,7 +181,7 @@ void stft_magnitude_backward_cpu(const StftPlan<T>& plan, const T* spec, const T
     }
     // grad_framed [frames, n_fft] = grad_spec^T @ basis.
     gemm<T>(true, false, static_cast<int>(frames), n_fft, 2 * bins, T(1), grad_spec.data(), static_cast<int>(frames),
-            plan.basis.data(), n_fft, T(0), grad_framed.data(), n_fft);
+            basis, n_fft, T(0), grad_framed.data(), n_fft);
     // Overlap-add back onto the padded signal, gathered per position so threads never share an output.
 #pragma omp parallel for schedule(static) if (used * (n_fft / hop) > kParallelWork)
     for (int64_t p = 0; p < used; ++p) {
@@ -210,75 +237,14 @@ void log_clamp_backward_cpu(const T* x, const T* grad_y, T* grad_x, int64_t n, T
     if (x[i] >= clamp_min) grad_x[i] += grad_y[i] / x[i];
 }
 
-namespace {
-
-template <typename T>
-double mask_sum(const T* mask, int B, int64_t frames) {
-  double total = 0.0;
-  for (int64_t i = 0; i < static_cast<int64_t>(B) * frames; ++i) total += static_cast<double>(mask[i]);
-  return total;
-}
-
-}  // namespace
-
-template <typename T>
-double masked_l1_forward_cpu(const T* x, const T* y, const T* mask, int B, int C, int64_t frames) {
-  VC_CHECK(B >= 1 && C >= 1 && frames >= 1,
-           "masked_l1_forward: invalid sizes B=" << B << " C=" << C << " frames=" << frames);
-  const double valid = mask_sum(mask, B, frames);
-  VC_CHECK(valid > 0.0, "masked_l1_forward: the mask [" << B << ", " << frames << "] has no valid frame (sum "
-                                                        << valid << ")");
-  double total = 0.0;
-  const int64_t rows = static_cast<int64_t>(B) * C;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (rows * frames > kParallelWork)
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * frames;
-    const T* yr = y + r * frames;
-    const T* mr = mask + (r / C) * frames;
-    double row = 0.0;
-    for (int64_t t = 0; t < frames; ++t)
-      row += std::abs(static_cast<double>(xr[t]) - static_cast<double>(yr[t])) * static_cast<double>(mr[t]);
-    total += row;
-  }
-  return total / (valid * C);
-}
-
-template <typename T>
-void masked_l1_backward_cpu(const T* x, const T* y, const T* mask, T grad_loss, T* grad_x, T* grad_y, int B, int C,
-                            int64_t frames) {
-  VC_CHECK(B >= 1 && C >= 1 && frames >= 1,
-           "masked_l1_backward: invalid sizes B=" << B << " C=" << C << " frames=" << frames);
-  const double valid = mask_sum(mask, B, frames);
-  VC_CHECK(valid > 0.0, "masked_l1_backward: the mask [" << B << ", " << frames << "] has no valid frame (sum "
-                                                         << valid << ")");
-  const T scale = static_cast<T>(static_cast<double>(grad_loss) / (valid * C));
-  const int64_t rows = static_cast<int64_t>(B) * C;
-#pragma omp parallel for schedule(static) if (rows * frames > kParallelWork)
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* mr = mask + (r / C) * frames;
-    for (int64_t t = 0; t < frames; ++t) {
-      const int64_t i = r * frames + t;
-      const T d = x[i] - y[i];
-      const T sign = d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0));
-      const T g = sign * mr[t] * scale;
-      if (grad_x) grad_x[i] += g;
-      if (grad_y) grad_y[i] -= g;
-    }
-  }
-}
-
 #define VITSCUDA_INSTANTIATE_STFT_MEL(T)                                                                            \
-  template struct StftPlan<T>;                                                                                      \
-  template StftPlan<T> make_stft_plan<T>(int, int, int, const T*);                                                  \
-  template void stft_magnitude_forward_cpu<T>(const StftPlan<T>&, const T*, int, int64_t, T*, T*);                  \
+  template void stft_magnitude_forward_cpu<T>(const StftPlan&, const T*, int, int64_t, T*, T*);                     \
   template void stft_magnitude_forward_cpu<T>(const T*, int, int64_t, int, int, int, const T*, T*);                 \
-  template void stft_magnitude_backward_cpu<T>(const StftPlan<T>&, const T*, const T*, int, int64_t, T*);           \
+  template void stft_magnitude_backward_cpu<T>(const StftPlan&, const T*, const T*, int, int64_t, T*);              \
   template void mel_project_forward_cpu<T>(const T*, const T*, T*, int, int, int, int64_t);                         \
   template void mel_project_backward_cpu<T>(const T*, const T*, T*, int, int, int, int64_t);                        \
   template void log_clamp_forward_cpu<T>(const T*, T*, int64_t, T);                                                 \
-  template void log_clamp_backward_cpu<T>(const T*, const T*, T*, int64_t, T);                                      \
-  template double masked_l1_forward_cpu<T>(const T*, const T*, const T*, int, int, int64_t);                        \
-  template void masked_l1_backward_cpu<T>(const T*, const T*, const T*, T, T*, T*, int, int, int64_t);
+  template void log_clamp_backward_cpu<T>(const T*, const T*, T*, int64_t, T);
 
 VITSCUDA_INSTANTIATE_STFT_MEL(float)
 VITSCUDA_INSTANTIATE_STFT_MEL(double)

@@ -1,13 +1,12 @@
 // CUDA log-mel pipeline of the training loss (the device counterpart of kernels/cpu/stft_mel.cpp):
-// STFT magnitude through cuFFT, mel projection through cuBLAS, log-clamp and the masked L1, with their
-// backwards.
+// STFT magnitude through cuFFT, mel projection through cuBLAS and log-clamp, with their backwards.
 //
 // STFT forward, per call:
 //   1. stft_frame_kernel: frames[r, n] = padded[b, t * hop + n] * window[n] (reflect padding by index,
 //      window folded in), rows r = b * frames + t, each row 2 * bins floats long (cuFFT's in-place R2C
 //      layout: n_fft reals, then 1 or 2 unused floats).
 //   2. batched in-place R2C of n_fft over those rows: the buffer now holds [B, frames, bins] complex. This
-//      buffer is the caller's `spec` when it keeps one (no other scratch), so the backward reuses it as is.
+//      buffer is the caller's `spectrum` when it keeps one (no other scratch), so the backward reuses it as is.
 //   3. stft_magnitude_kernel: mag[b, k, t] = sqrt(re^2 + im^2 + 1e-6), a tiled transpose
 //      ([frames, bins] -> [bins, frames]) through shared memory, coalesced on both sides.
 // STFT backward:
@@ -30,11 +29,7 @@
 // so any batch size uses at most ~16 plans per n_fft and direction, never a plan per call. Plans have no
 // work area of their own (cufftSetAutoAllocation(0)); each execution gets one from cuda::Scratch (the
 // engine's caching allocator), set with cufftSetWorkArea under the cache's mutex, on the compute stream.
-//
-// The reductions of the masked L1 sum in double: fixed per-thread grid-stride partials, a shared-memory
-// tree per block, then one block sums the block partials in a fixed order. The grid depends only on the
-// sizes, so the result is deterministic.
-#include <algorithm>
+// The window lives in the StftPlan (StftDeviceWindow, uploaded on the plan's first use on the device).
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -48,9 +43,8 @@
 
 namespace vitscuda::kernels {
 
-struct CudaStftPlan {
-  StftPlan<float> geometry;  // n_fft, hop, win, bins, pad and frames(); no basis
-  cuda::Scratch window;      // [n_fft] floats, the window zero-padded (centred) to n_fft
+struct StftDeviceWindow {
+  cuda::Scratch window;  // [n_fft] floats, the plan's window (zero-padded, centred, to n_fft)
 };
 
 namespace {
@@ -60,8 +54,6 @@ using cuda::blocks_for;
 constexpr int kThreads = 256;
 constexpr int kTile = 32;      // transpose tiles of 32 x 32
 constexpr int kTileRows = 8;   // a tile's block is 32 x 8 threads
-constexpr int kReduceThreads = 256;
-constexpr int kMaxReduceBlocks = 1024;
 constexpr int kMaxFftChunkRows = 1 << 15;
 
 __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -246,90 +238,6 @@ void fft_rows(int n_fft, int64_t rows, cufftType type, float* data) {
   }
 }
 
-// ---------------------------------------------------------------- masked L1
-
-// Block tree sum of two doubles per thread; thread 0 gets the totals in a[0], b[0].
-__device__ __forceinline__ void block_sum2(double* a, double* b) {
-  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
-    if (static_cast<int>(threadIdx.x) < s) {
-      a[threadIdx.x] += a[threadIdx.x + s];
-      b[threadIdx.x] += b[threadIdx.x + s];
-    }
-    __syncthreads();
-  }
-}
-
-// partials[block] = sum |x - y| * mask, partials[gridDim + block] = sum mask (in double).
-__global__ void masked_l1_partial_kernel(const float* x, const float* y, const float* mask, int64_t C, int64_t F,
-                                         int64_t n, int64_t n_mask, double* partials) {
-  __shared__ double loss[kReduceThreads];
-  __shared__ double weight[kReduceThreads];
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  double l = 0.0, w = 0.0;
-  for (int64_t i = first; i < n; i += stride) {
-    const int64_t mi = (i / (C * F)) * F + i % F;
-    l += fabs(static_cast<double>(x[i]) - static_cast<double>(y[i])) * static_cast<double>(mask[mi]);
-  }
-  for (int64_t i = first; i < n_mask; i += stride) w += static_cast<double>(mask[i]);
-  loss[threadIdx.x] = l;
-  weight[threadIdx.x] = w;
-  __syncthreads();
-  block_sum2(loss, weight);
-  if (threadIdx.x == 0) {
-    partials[blockIdx.x] = loss[0];
-    partials[gridDim.x + blockIdx.x] = weight[0];
-  }
-}
-
-// One block: out[0] = sum of partials[0, count), out[1] = sum of partials[count, 2 count).
-__global__ void masked_l1_final_kernel(const double* partials, int count, double* out) {
-  __shared__ double loss[kReduceThreads];
-  __shared__ double weight[kReduceThreads];
-  double l = 0.0, w = 0.0;
-  for (int i = threadIdx.x; i < count; i += kReduceThreads) {
-    l += partials[i];
-    w += partials[count + i];
-  }
-  loss[threadIdx.x] = l;
-  weight[threadIdx.x] = w;
-  __syncthreads();
-  block_sum2(loss, weight);
-  if (threadIdx.x == 0) {
-    out[0] = loss[0];
-    out[1] = weight[0];
-  }
-}
-
-// One block: *scale = float(double(*grad_loss) / (sum mask * C)), as the CPU forms it.
-__global__ void masked_l1_scale_kernel(const float* mask, int64_t n_mask, int64_t C, const float* grad_loss,
-                                       float* scale) {
-  __shared__ double weight[kReduceThreads];
-  double w = 0.0;
-  for (int64_t i = threadIdx.x; i < n_mask; i += kReduceThreads) w += static_cast<double>(mask[i]);
-  weight[threadIdx.x] = w;
-  __syncthreads();
-  for (int s = kReduceThreads / 2; s > 0; s >>= 1) {
-    if (static_cast<int>(threadIdx.x) < s) weight[threadIdx.x] += weight[threadIdx.x + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0)
-    *scale = static_cast<float>(static_cast<double>(*grad_loss) / (weight[0] * static_cast<double>(C)));
-}
-
-__global__ void masked_l1_backward_kernel(const float* x, const float* y, const float* mask, const float* scale_ptr,
-                                          float* grad_x, float* grad_y, int64_t C, int64_t F, int64_t n) {
-  const float scale = *scale_ptr;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const float d = __fsub_rn(x[i], y[i]);
-    const float sign = d > 0.f ? 1.f : (d < 0.f ? -1.f : 0.f);
-    const float g = __fmul_rn(__fmul_rn(sign, mask[(i / (C * F)) * F + i % F]), scale);  // (sign * m) * scale
-    if (grad_x) grad_x[i] = __fadd_rn(grad_x[i], g);
-    if (grad_y) grad_y[i] = __fsub_rn(grad_y[i], g);
-  }
-}
-
 // ---------------------------------------------------------------- log clamp
 
 __global__ void log_clamp_forward_kernel(const float* x, float* y, int64_t n, float clamp_min) {
@@ -368,76 +276,65 @@ void check_mel_sizes(const char* who, int B, int n_mels, int bins, int64_t frame
 
 // ---------------------------------------------------------------- STFT entry points
 
-std::shared_ptr<const CudaStftPlan> make_stft_plan_cuda(int n_fft, int hop, int win, const float* window) {
-  VC_CHECK(n_fft >= 2 && hop >= 1 && win >= 1 && win <= n_fft,
-           "stft plan (cuda): invalid n_fft " << n_fft << ", hop " << hop << " or win " << win
-                                              << " (need 1 <= win <= n_fft)");
-  VC_CHECK(n_fft >= hop && (n_fft - hop) % 2 == 0,
-           "stft plan (cuda): n_fft " << n_fft << " - hop " << hop
-                                      << " must be even and >= 0 (padding (n_fft - hop) / 2)");
-  VC_CHECK(n_fft <= (1 << 24), "stft plan (cuda): n_fft " << n_fft << " is beyond the supported 2^24");
-  auto plan = std::make_shared<CudaStftPlan>();
-  plan->geometry.n_fft = n_fft;
-  plan->geometry.hop = hop;
-  plan->geometry.win = win;
-  plan->geometry.bins = n_fft / 2 + 1;
-  plan->geometry.pad = (n_fft - hop) / 2;
-  // The window zero-padded (centred) to n_fft, as make_stft_plan (the Hann window in double, then rounded).
-  const std::vector<double> hann = window ? std::vector<double>() : periodic_hann_window(win);
-  std::vector<float> full(static_cast<size_t>(n_fft), 0.f);
-  const int left = (n_fft - win) / 2;
-  for (int n = 0; n < win; ++n) full[left + n] = window ? window[n] : static_cast<float>(hann[n]);
-  plan->window = cuda::upload(full.data(), sizeof(float) * full.size(), "stft window");
-  return plan;
+const StftDeviceWindow& StftPlan::device_window() const {
+  Tables& t = *tables_;
+  std::call_once(t.device_once, [&t] {
+    VC_CHECK(t.n_fft <= (1 << 24), "stft plan (cuda): n_fft " << t.n_fft << " is beyond the supported 2^24");
+    // The window rounded to float, as the CPU's float basis rounds it.
+    const std::vector<float> window(t.window.begin(), t.window.end());
+    auto device = std::make_shared<StftDeviceWindow>();
+    device->window = cuda::upload(window.data(), sizeof(float) * window.size(), "stft window");
+    t.device = std::move(device);
+  });
+  return *t.device;
 }
 
-int64_t stft_frames_cuda(const CudaStftPlan& plan, int64_t samples) { return plan.geometry.frames(samples); }
-
-void stft_magnitude_forward_cuda(const CudaStftPlan& plan, const float* wave, int B, int64_t S, float* mag,
-                                 float* spec) {
+void stft_magnitude_forward_cuda(const StftPlan& plan, const float* wave, int B, int64_t S, float* mag,
+                                 float* spectrum) {
   check_stft_batch("stft_magnitude_forward_cuda", B, S);
-  const StftPlan<float>& g = plan.geometry;
-  const int64_t F = g.frames(S);
+  const int64_t F = plan.frames(S);
+  const int n_fft = plan.n_fft(), bins = plan.bins();
+  const float* window = plan.device_window().window.as<float>();
   const int64_t rows = static_cast<int64_t>(B) * F;
-  const int row_floats = 2 * g.bins;
-  cuda::Scratch local(spec ? 0 : sizeof(float) * static_cast<size_t>(rows) * row_floats, "stft spectrum");
-  float* buf = spec ? spec : local.as<float>();
+  const int row_floats = 2 * bins;
+  cuda::Scratch local(spectrum ? 0 : sizeof(float) * static_cast<size_t>(rows) * row_floats, "stft spectrum");
+  float* buf = spectrum ? spectrum : local.as<float>();
   check_aligned8("stft_magnitude_forward_cuda", buf);
 
-  VC_LAUNCH(stft_frame_kernel, blocks_for(rows * g.n_fft, kThreads), kThreads, 0)
-  (wave, plan.window.as<float>(), buf, rows, F, S, g.n_fft, g.hop, g.pad, row_floats);
+  VC_LAUNCH(stft_frame_kernel, blocks_for(rows * n_fft, kThreads), kThreads, 0)
+  (wave, window, buf, rows, F, S, n_fft, plan.hop(), plan.pad(), row_floats);
   VC_CHECK_LAUNCH("stft_frame_kernel");
 
-  fft_rows(g.n_fft, rows, CUFFT_R2C, buf);
+  fft_rows(n_fft, rows, CUFFT_R2C, buf);
 
-  const int64_t k_tiles = (g.bins + kTile - 1) / kTile, t_tiles = (F + kTile - 1) / kTile;
+  const int64_t k_tiles = (bins + kTile - 1) / kTile, t_tiles = (F + kTile - 1) / kTile;
   VC_LAUNCH(stft_magnitude_kernel, blocks_for(B * k_tiles * t_tiles, 1), dim3(kTile, kTileRows), 0)
-  (reinterpret_cast<const float2*>(buf), mag, static_cast<int64_t>(B), g.bins, F, k_tiles, t_tiles,
+  (reinterpret_cast<const float2*>(buf), mag, static_cast<int64_t>(B), bins, F, k_tiles, t_tiles,
    static_cast<float>(kStftMagnitudeEps));
   VC_CHECK_LAUNCH("stft_magnitude_kernel");
 }
 
-void stft_magnitude_backward_cuda(const CudaStftPlan& plan, const float* spec, const float* grad_mag, int B,
+void stft_magnitude_backward_cuda(const StftPlan& plan, const float* spectrum, const float* grad_mag, int B,
                                   int64_t S, float* grad_wave) {
   check_stft_batch("stft_magnitude_backward_cuda", B, S);
-  check_aligned8("stft_magnitude_backward_cuda", spec);
-  const StftPlan<float>& g = plan.geometry;
-  const int64_t F = g.frames(S);
+  check_aligned8("stft_magnitude_backward_cuda", spectrum);
+  const int64_t F = plan.frames(S);
+  const int n_fft = plan.n_fft(), bins = plan.bins();
+  const float* window = plan.device_window().window.as<float>();
   const int64_t rows = static_cast<int64_t>(B) * F;
-  const int row_floats = 2 * g.bins;
+  const int row_floats = 2 * bins;
   cuda::Scratch work(sizeof(float) * static_cast<size_t>(rows) * row_floats, "stft backward spectrum");
 
-  const int64_t k_tiles = (g.bins + kTile - 1) / kTile, t_tiles = (F + kTile - 1) / kTile;
+  const int64_t k_tiles = (bins + kTile - 1) / kTile, t_tiles = (F + kTile - 1) / kTile;
   VC_LAUNCH(stft_grad_spec_kernel, blocks_for(B * k_tiles * t_tiles, 1), dim3(kTile, kTileRows), 0)
-  (reinterpret_cast<const float2*>(spec), grad_mag, work.as<float2>(), static_cast<int64_t>(B), g.bins, g.n_fft, F,
+  (reinterpret_cast<const float2*>(spectrum), grad_mag, work.as<float2>(), static_cast<int64_t>(B), bins, n_fft, F,
    k_tiles, t_tiles, static_cast<float>(kStftMagnitudeEps));
   VC_CHECK_LAUNCH("stft_grad_spec_kernel");
 
-  fft_rows(g.n_fft, rows, CUFFT_C2R, work.as<float>());
+  fft_rows(n_fft, rows, CUFFT_C2R, work.as<float>());
 
   VC_LAUNCH(stft_overlap_fold_kernel, blocks_for(static_cast<int64_t>(B) * S, kThreads), kThreads, 0)
-  (work.as<float>(), plan.window.as<float>(), grad_wave, static_cast<int64_t>(B), S, F, g.n_fft, g.hop, g.pad,
-   row_floats);
+  (work.as<float>(), window, grad_wave, static_cast<int64_t>(B), S, F, n_fft, plan.hop(), plan.pad(), row_floats);
   VC_CHECK_LAUNCH("stft_overlap_fold_kernel");
 }
 
@@ -479,45 +376,6 @@ void log_clamp_backward_cuda(const float* x, const float* grad_y, float* grad_x,
   if (n == 0) return;
   VC_LAUNCH(log_clamp_backward_kernel, blocks_for(n, kThreads), kThreads, 0)(x, grad_y, grad_x, n, clamp_min);
   VC_CHECK_LAUNCH("log_clamp_backward_kernel");
-}
-
-// ---------------------------------------------------------------- masked L1
-
-double masked_l1_forward_cuda(const float* x, const float* y, const float* mask, int B, int C, int64_t frames) {
-  VC_CHECK(B >= 1 && C >= 1 && frames >= 1,
-           "masked_l1_forward_cuda: invalid sizes B=" << B << " C=" << C << " frames=" << frames);
-  const int64_t n = static_cast<int64_t>(B) * C * frames, n_mask = static_cast<int64_t>(B) * frames;
-  const unsigned blocks = std::min<unsigned>(blocks_for(n, kReduceThreads), kMaxReduceBlocks);
-  cuda::Scratch partials(sizeof(double) * (2 * static_cast<size_t>(blocks) + 2), "masked_l1 partial sums");
-  double* out = partials.as<double>() + 2 * static_cast<size_t>(blocks);
-  VC_LAUNCH(masked_l1_partial_kernel, blocks, kReduceThreads, 0)
-  (x, y, mask, static_cast<int64_t>(C), frames, n, n_mask, partials.as<double>());
-  VC_CHECK_LAUNCH("masked_l1_partial_kernel");
-  VC_LAUNCH(masked_l1_final_kernel, 1, kReduceThreads, 0)(partials.as<double>(), static_cast<int>(blocks), out);
-  VC_CHECK_LAUNCH("masked_l1_final_kernel");
-  double host[2] = {0.0, 0.0};
-  CUDA_CHECK(cudaMemcpyAsync(host, out, sizeof(host), cudaMemcpyDeviceToHost, cuda::compute_stream()));
-  CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
-  const double total = host[0], valid = host[1];
-  VC_CHECK(valid > 0.0, "masked_l1_forward_cuda: the mask [" << B << ", " << frames << "] has no valid frame (sum "
-                                                             << valid << ")");
-  return total / (valid * C);
-}
-
-void masked_l1_backward_cuda(const float* x, const float* y, const float* mask, const float* grad_loss,
-                             float* grad_x, float* grad_y, int B, int C, int64_t frames) {
-  VC_CHECK(B >= 1 && C >= 1 && frames >= 1,
-           "masked_l1_backward_cuda: invalid sizes B=" << B << " C=" << C << " frames=" << frames);
-  VC_CHECK(grad_loss, "masked_l1_backward_cuda: grad_loss (one float in device memory) is null");
-  if (!grad_x && !grad_y) return;
-  const int64_t n = static_cast<int64_t>(B) * C * frames, n_mask = static_cast<int64_t>(B) * frames;
-  cuda::Scratch scale(sizeof(float), "masked_l1 gradient scale");
-  VC_LAUNCH(masked_l1_scale_kernel, 1, kReduceThreads, 0)
-  (mask, n_mask, static_cast<int64_t>(C), grad_loss, scale.as<float>());
-  VC_CHECK_LAUNCH("masked_l1_scale_kernel");
-  VC_LAUNCH(masked_l1_backward_kernel, blocks_for(n, kThreads), kThreads, 0)
-  (x, y, mask, scale.as<float>(), grad_x, grad_y, static_cast<int64_t>(C), frames, n);
-  VC_CHECK_LAUNCH("masked_l1_backward_kernel");
 }
 
 }  // namespace vitscuda::kernels

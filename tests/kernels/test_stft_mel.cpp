@@ -1,4 +1,5 @@
-// Kernel tests for the log-mel pipeline (kernels/stft_mel.h): the STFT magnitude against a direct DFT of
+// Kernel tests for the log-mel pipeline (kernels/stft_mel.h) and the masked L1 between log-mels
+// (kernels/loss.h): the STFT magnitude against a direct DFT of
 // the reflect-padded, windowed frames in double precision; the backwards against central finite
 // differences in double precision with L = sum(y * r) for a fixed random r.
 //
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "kernels/error.h"
+#include "kernels/loss.h"
 #include "kernels/stft_mel.h"
 
 namespace vitscuda::kernels {
@@ -142,11 +144,11 @@ TEST(StftMel, ForwardMatchesDirectDftInDouble) {
     SCOPED_TRACE("n_fft " + std::to_string(c.n_fft) + " hop " + std::to_string(c.hop) + " win " +
                  std::to_string(c.win) + " B " + std::to_string(c.B) + " S " + std::to_string(c.S));
     const Vec wave = random_vector(static_cast<size_t>(c.B * c.S), 11 + c.n_fft + static_cast<uint32_t>(c.S));
-    const StftPlan<double> plan = make_stft_plan<double>(c.n_fft, c.hop, c.win);
+    const StftPlan plan(c.n_fft, c.hop, c.win);
     const int64_t frames = plan.frames(c.S);
     const NaiveStft ref = naive_stft(wave, c.B, c.S, c.n_fft, c.hop, periodic_hann_window(c.win));
     ASSERT_EQ(frames, ref.frames);
-    const int bins = plan.bins;
+    const int bins = plan.bins();
     ASSERT_EQ(bins, c.n_fft / 2 + 1);
     Vec mag(static_cast<size_t>(c.B) * bins * frames), spec(2 * mag.size());
     stft_magnitude_forward_cpu(plan, wave.data(), c.B, c.S, mag.data(), spec.data());
@@ -177,10 +179,10 @@ TEST(StftMel, ForwardFloatMatchesDirectDft) {
   const StftCase c{1024, 256, 1024, 2, 3000};
   const Vec wave = random_vector(static_cast<size_t>(c.B * c.S), 5);
   std::vector<float> wave_f(wave.begin(), wave.end());
-  const StftPlan<float> plan = make_stft_plan<float>(c.n_fft, c.hop, c.win);
+  const StftPlan plan(c.n_fft, c.hop, c.win);
   const int64_t frames = plan.frames(c.S);
   const NaiveStft ref = naive_stft(wave, c.B, c.S, c.n_fft, c.hop, periodic_hann_window(c.win));
-  std::vector<float> mag(static_cast<size_t>(c.B) * plan.bins * frames);
+  std::vector<float> mag(static_cast<size_t>(c.B) * plan.bins() * frames);
   stft_magnitude_forward_cpu(plan, wave_f.data(), c.B, c.S, mag.data(), static_cast<float*>(nullptr));
   double worst = 0.0, peak = 0.0;
   for (size_t i = 0; i < mag.size(); ++i) {
@@ -198,17 +200,17 @@ TEST(StftMel, CustomWindowIsZeroPaddedToNfftCentred) {
   const int64_t S = 19;
   const Vec window = random_vector(win, 3, 0.1, 1.0);
   const Vec wave = random_vector(S, 4);
-  const StftPlan<double> plan = make_stft_plan<double>(n_fft, hop, win, window.data());
+  const StftPlan plan(n_fft, hop, win, window.data());
   const NaiveStft ref = naive_stft(wave, 1, S, n_fft, hop, window);
-  Vec mag(static_cast<size_t>(plan.bins) * plan.frames(S));
+  Vec mag(static_cast<size_t>(plan.bins()) * plan.frames(S));
   stft_magnitude_forward_cpu(plan, wave.data(), 1, S, mag.data(), static_cast<double*>(nullptr));
   for (size_t i = 0; i < mag.size(); ++i)
     EXPECT_NEAR(mag[i], std::sqrt(ref.re[i] * ref.re[i] + ref.im[i] * ref.im[i] + 1e-6), 1e-13) << i;
 }
 
 TEST(StftMel, ShortSignalsAndBadPlansAreRejected) {
-  const StftPlan<float> plan = make_stft_plan<float>(1024, 256, 1024);
-  EXPECT_EQ(plan.pad, 384);
+  const StftPlan plan(1024, 256, 1024);
+  EXPECT_EQ(plan.pad(), 384);
   EXPECT_EQ(plan.frames(385), 1);
   EXPECT_EQ(plan.frames(512), 2);
   EXPECT_EQ(plan.frames(32000), 125);
@@ -219,17 +221,31 @@ TEST(StftMel, ShortSignalsAndBadPlansAreRejected) {
     EXPECT_NE(std::string(e.what()).find("384 samples is too short for the reflect padding"), std::string::npos)
         << e.what();
   }
-  EXPECT_THROW(make_stft_plan<float>(1024, 255, 1024), Error);  // odd n_fft - hop
-  EXPECT_THROW(make_stft_plan<float>(1024, 256, 2048), Error);  // window longer than n_fft
+  EXPECT_THROW(StftPlan(1024, 255, 1024), Error);  // odd n_fft - hop
+  EXPECT_THROW(StftPlan(1024, 256, 2048), Error);  // window longer than n_fft
+}
+
+TEST(StftMel, PlanCopiesShareTheirTables) {
+  const StftPlan plan(64, 16, 48);
+  const StftPlan copy = plan;
+  // One basis per dtype, built once and shared by every copy (a copy rebuilding it would cost O(n_fft^2)).
+  EXPECT_EQ(&plan.cpu_basis<float>(), &copy.cpu_basis<float>());
+  EXPECT_EQ(&plan.cpu_basis<double>(), &copy.cpu_basis<double>());
+  EXPECT_EQ(plan.cpu_basis<double>().size(), static_cast<size_t>(2 * 33 * 64));
+  // The window is the 48-sample Hann window centred in 64 samples, zero outside.
+  const Vec hann = periodic_hann_window(48);
+  ASSERT_EQ(plan.window().size(), 64u);
+  for (int n = 0; n < 64; ++n) EXPECT_EQ(plan.window()[n], n >= 8 && n < 56 ? hann[n - 8] : 0.0) << n;
+  EXPECT_EQ(plan.spectrum_size(3, 100), 3 * 2 * 33 * plan.frames(100));
 }
 
 TEST(StftMel, MagnitudeBackwardMatchesFiniteDifferences) {
   for (const StftCase& c : kStftCases) {
     SCOPED_TRACE("n_fft " + std::to_string(c.n_fft) + " hop " + std::to_string(c.hop) + " win " +
                  std::to_string(c.win) + " B " + std::to_string(c.B) + " S " + std::to_string(c.S));
-    const StftPlan<double> plan = make_stft_plan<double>(c.n_fft, c.hop, c.win);
+    const StftPlan plan(c.n_fft, c.hop, c.win);
     const int64_t frames = plan.frames(c.S);
-    const size_t n_mag = static_cast<size_t>(c.B) * plan.bins * frames;
+    const size_t n_mag = static_cast<size_t>(c.B) * plan.bins() * frames;
     const Vec r = random_vector(n_mag, 21);
     const Vec wave = random_vector(static_cast<size_t>(c.B * c.S), 22 + static_cast<uint32_t>(c.S));
     auto loss = [&](const Vec& x) {
@@ -265,9 +281,9 @@ TEST(StftMel, MagnitudeBackwardFoldsMirroredSamples) {
   // and the adjoint identity <grad_wave, v> = <grad_padded, pad(v)> holds only with the fold.
   const int n_fft = 8, hop = 4, win = 8;
   const int64_t S = 11;
-  const StftPlan<double> plan = make_stft_plan<double>(n_fft, hop, win);
+  const StftPlan plan(n_fft, hop, win);
   const int64_t frames = plan.frames(S);
-  const size_t n_mag = static_cast<size_t>(plan.bins) * frames;
+  const size_t n_mag = static_cast<size_t>(plan.bins()) * frames;
   const Vec wave = random_vector(S, 31), r = random_vector(n_mag, 32);
   Vec mag(n_mag), spec(2 * n_mag), grad(S, 0.0);
   stft_magnitude_forward_cpu(plan, wave.data(), 1, S, mag.data(), spec.data());
@@ -353,13 +369,18 @@ TEST(StftMel, MaskedL1ForwardBackward) {
       for (int64_t t = 0; t < frames; ++t)
         expected += std::abs(x[(b * C + c) * frames + t] - y[(b * C + c) * frames + t]) * mask[b * frames + t];
   expected /= C * 10.0;
-  EXPECT_NEAR(masked_l1_forward_cpu(x.data(), y.data(), mask.data(), B, C, frames), expected, 1e-15);
+  auto l1 = [&](const Vec& a, const Vec& b, const Vec& m) {
+    double loss = 0.0;
+    masked_l1_forward_cpu(a.data(), b.data(), m.data(), B, C, frames, &loss);
+    return loss;
+  };
+  EXPECT_NEAR(l1(x, y, mask), expected, 1e-15);
 
   const double g = 1.7;
-  auto loss_x = [&](const Vec& v) { return g * masked_l1_forward_cpu(v.data(), y.data(), mask.data(), B, C, frames); };
-  auto loss_y = [&](const Vec& v) { return g * masked_l1_forward_cpu(x.data(), v.data(), mask.data(), B, C, frames); };
+  auto loss_x = [&](const Vec& v) { return g * l1(v, y, mask); };
+  auto loss_y = [&](const Vec& v) { return g * l1(x, v, mask); };
   Vec gx(n, 0.25), gy(n, -0.5);
-  masked_l1_backward_cpu(x.data(), y.data(), mask.data(), g, gx.data(), gy.data(), B, C, frames);
+  masked_l1_backward_cpu(x.data(), y.data(), mask.data(), &g, gx.data(), gy.data(), B, C, frames);
   for (size_t i = 0; i < n; ++i) {
     gx[i] -= 0.25;
     gy[i] += 0.5;
@@ -376,13 +397,14 @@ TEST(StftMel, MaskedL1ForwardBackward) {
   Vec tie_y = y;
   tie_y[0] = x[0];
   Vec tx(n, 0.0);
-  masked_l1_backward_cpu(x.data(), tie_y.data(), mask.data(), 1.0, tx.data(), static_cast<double*>(nullptr), B, C,
+  const double one = 1.0;
+  masked_l1_backward_cpu(x.data(), tie_y.data(), mask.data(), &one, tx.data(), static_cast<double*>(nullptr), B, C,
                          frames);
   EXPECT_EQ(tx[0], 0.0);
   EXPECT_DOUBLE_EQ(std::abs(tx[1]), 1.0 / (C * 10.0));
 
   const Vec empty_mask(static_cast<size_t>(B) * frames, 0.0);
-  EXPECT_THROW(masked_l1_forward_cpu(x.data(), y.data(), empty_mask.data(), B, C, frames), Error);
+  EXPECT_THROW(l1(x, y, empty_mask), Error);
 }
 
 TEST(StftMel, FloatAndDoubleInstantiationsAgree) {
@@ -390,10 +412,10 @@ TEST(StftMel, FloatAndDoubleInstantiationsAgree) {
   const int64_t S = 200;
   const Vec wave = random_vector(S, 71);
   const std::vector<float> wave_f(wave.begin(), wave.end());
-  const StftPlan<double> pd = make_stft_plan<double>(n_fft, hop, win);
-  const StftPlan<float> pf = make_stft_plan<float>(n_fft, hop, win);
+  const StftPlan pd(n_fft, hop, win);
+  const StftPlan& pf = pd;  // one plan serves both dtypes
   const int64_t frames = pd.frames(S);
-  const size_t n_mag = static_cast<size_t>(pd.bins) * frames;
+  const size_t n_mag = static_cast<size_t>(pd.bins()) * frames;
   Vec md(n_mag), sd(2 * n_mag), gd(S, 0.0);
   std::vector<float> mf(n_mag), sf(2 * n_mag), gf(S, 0.0f);
   stft_magnitude_forward_cpu(pd, wave.data(), B, S, md.data(), sd.data());
