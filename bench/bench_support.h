@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::bench {
 

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "bench/bench_support.h"
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/device_allocator.h"
 #include "engine/random.h"
@@ -47,7 +48,6 @@
 #include "kernels/device.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
-#include "kernels/error.h"
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
 #include "kernels/philox.h"

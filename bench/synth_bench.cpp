@@ -23,13 +23,13 @@
 #include <vector>
 
 #include "bench/bench_support.h"
+#include "common/error.h"
 #include "engine/device_allocator.h"
 #include "engine/tensor.h"
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
 #include "kernels/backend.h"
 #include "kernels/device.h"
-#include "kernels/error.h"
 #include "model/model_dir.h"
 #include "model/vits.h"
 

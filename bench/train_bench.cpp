@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "bench/bench_support.h"
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/device_allocator.h"
 #include "engine/optimizer.h"
@@ -48,7 +49,6 @@
 #include "io/tokenizer.h"
 #include "kernels/backend.h"
 #include "kernels/device.h"
-#include "kernels/error.h"
 #include "model/mel.h"
 #include "model/synthetic_speech.h"
 #include "model/train_step.h"

@@ -3,7 +3,7 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "kernels/error.h"
+#include "common/error.h"
 #include "model/prepare.h"
 
 namespace vitscuda::cli {

@@ -9,11 +9,11 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
-#include "engine/device_allocator.h"
+#include "common/error.h"
 #include "engine/autograd.h"
-#include "kernels/error.h"
-#include "model/synthetic_speech.h"
+#include "engine/device_allocator.h"
 #include "model/model_dir.h"
+#include "model/synthetic_speech.h"
 #include "model/trainer.h"
 
 namespace vitscuda::cli {

@@ -5,10 +5,10 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "common/error.h"
 #include "engine/device_allocator.h"
 #include "io/audio.h"
 #include "kernels/backend.h"
-#include "kernels/error.h"
 #include "model/model_dir.h"
 
 namespace vitscuda::cli {

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
-#include "kernels/error.h"
 
 namespace fs = std::filesystem;
 

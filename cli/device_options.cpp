@@ -2,10 +2,10 @@
 
 #include <cstdio>
 
+#include "common/error.h"
 #include "engine/device_allocator.h"
 #include "kernels/backend.h"
 #include "kernels/device.h"
-#include "kernels/error.h"
 
 namespace vitscuda::cli {
 

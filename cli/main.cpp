@@ -3,7 +3,7 @@
 #include <exception>
 
 #include "cli/commands.h"
-#include "kernels/error.h"
+#include "common/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"vitscuda: VITS text-to-speech training and synthesis (HF VitsModel format)"};

@@ -2,9 +2,9 @@
 
 #include <cstring>
 
+#include "common/error.h"
 #include "engine/dispatch.h"
 #include "kernels/elementwise.h"
-#include "kernels/error.h"
 
 namespace vitscuda::autograd {
 

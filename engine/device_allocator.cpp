@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "common/error.h"
 #include "kernels/device.h"
-#include "kernels/error.h"
 
 namespace vitscuda {
 

@@ -8,8 +8,8 @@
 // kernels::conv1d_forward_cuda for a CUDA one. In a build without CUDA the CUDA branch is
 // never instantiated (it is a generic lambda), and a CUDA tensor cannot exist there anyway.
 #pragma once
+#include "common/error.h"
 #include "engine/tensor.h"
-#include "kernels/error.h"
 
 namespace vitscuda::detail {
 

@@ -14,9 +14,9 @@
 #include <initializer_list>
 #include <memory>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/tensor.h"
-#include "kernels/error.h"
 
 namespace vitscuda::ops {
 

@@ -1,9 +1,9 @@
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/alignment.h"
-#include "kernels/error.h"
 
 namespace vitscuda::ops {
 

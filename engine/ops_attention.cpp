@@ -1,10 +1,10 @@
 // Relative-position multi-head attention (kernels/attention.h), forward + tape-recorded backward.
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/attention.h"
-#include "kernels/error.h"
 
 namespace vitscuda::ops {
 

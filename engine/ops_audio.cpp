@@ -2,11 +2,11 @@
 // loss, forward + tape-recorded backward (the log-mel's).
 #include <cstdint>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "kernels/stft_mel.h"
 
 namespace vitscuda::ops {

@@ -5,12 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
 #include "kernels/elementwise.h"
-#include "kernels/error.h"
 
 namespace vitscuda::ops {
 

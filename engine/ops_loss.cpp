@@ -1,11 +1,11 @@
 // Training losses (kernels/loss.h): scalar ops, forward + tape-recorded backward. A new loss follows the
 // same recipe: its kernels in kernels/loss.h (CPU in kernels/cpu/loss.cpp, CUDA in kernels/cuda/loss.cu,
 // one argument list), its op here, declared in engine/ops.h.
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "kernels/loss.h"
 
 namespace vitscuda::ops {

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/op_support.h"
@@ -14,7 +15,6 @@
 #include "kernels/conv1d.h"
 #include "kernels/conv_transpose1d.h"
 #include "kernels/embedding.h"
-#include "kernels/error.h"
 #include "kernels/matmul.h"
 #include "kernels/norm.h"
 

@@ -2,11 +2,11 @@
 // tape-recorded backward of both of its outputs.
 #include <utility>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/dispatch.h"
 #include "engine/op_support.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "kernels/spline.h"
 
 namespace vitscuda::ops {

@@ -2,9 +2,9 @@
 
 #include <cmath>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/random.h"
-#include "kernels/error.h"
 
 namespace vitscuda {
 

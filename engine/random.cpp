@@ -15,7 +15,7 @@
 #include <cmath>
 #include <type_traits>
 
-#include "kernels/error.h"
+#include "common/error.h"
 #include "kernels/philox.h"
 
 namespace vitscuda {

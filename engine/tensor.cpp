@@ -6,11 +6,11 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/error.h"
 #include "engine/device_allocator.h"
 #include "kernels/backend.h"
 #include "kernels/device.h"
 #include "kernels/elementwise.h"
-#include "kernels/error.h"
 
 namespace vitscuda {
 

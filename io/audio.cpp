@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::io {
 

@@ -18,10 +18,10 @@
 #include <set>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/crc32.h"
 #include "io/json_input.h"
 #include "io/safetensors.h"
-#include "kernels/error.h"
 
 namespace vitscuda::io {
 namespace fs = std::filesystem;

@@ -6,7 +6,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::io {
 namespace {

@@ -14,8 +14,8 @@
 #include <iomanip>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/crc32.h"
-#include "kernels/error.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the .vcds cache is little-endian and read in place");
 

@@ -8,8 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/json_input.h"
-#include "kernels/error.h"
 
 namespace vitscuda::io {
 

@@ -12,8 +12,8 @@
 #include <optional>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/json_input.h"
-#include "kernels/error.h"
 
 namespace fs = std::filesystem;
 

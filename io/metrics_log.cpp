@@ -10,7 +10,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::io {
 namespace {

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/error.h"
 #include "io/crc32.h"
-#include "kernels/error.h"
 
 namespace vitscuda::io {
 namespace {

@@ -14,8 +14,8 @@
 #include <set>
 #include <string_view>
 
+#include "common/error.h"
 #include "io/json_input.h"
-#include "kernels/error.h"
 
 namespace vitscuda::io {
 

@@ -12,8 +12,8 @@
 #include <filesystem>
 #include <limits>
 
+#include "common/error.h"
 #include "io/crc32.h"
-#include "kernels/error.h"
 
 namespace vitscuda::io {
 namespace {

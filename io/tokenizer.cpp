@@ -19,8 +19,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "common/error.h"
 #include "io/json_input.h"
-#include "kernels/error.h"
 
 namespace vitscuda::io {
 

@@ -32,8 +32,8 @@ bool cuda_device_available(std::string* why) {
 
 #if !VITSCUDA_HAVE_CUDA
 // Without CUDA no tensor can live on the device; these say so if anything asks.
+#include "common/error.h"
 #include "kernels/device.h"
-#include "kernels/error.h"
 
 namespace vitscuda::kernels {
 namespace {

@@ -33,8 +33,9 @@ uint64_t stream_waits();
 // measured (the drop in free device memory) when their handles and plans were created; kernel
 // modules that the libraries load later are not included. 0 before any library was used.
 size_t library_memory_bytes();
-// Workspaces handed to the libraries from the allocator (cuBLAS's, cuFFT's plans'): counted by the
-// budget, reported here so that a user can see what they cost.
+// Long-lived workspaces handed to the libraries from the allocator (cuBLAS's): counted by the budget,
+// reported here so that a user can see what they cost. cuDNN's and cuFFT's come from the allocator per
+// call, as scratch.
 size_t library_workspace_bytes();
 
 // Scratch memory for kernels (cuDNN workspaces, im2col buffers, uploaded index arrays). The

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::model {
 

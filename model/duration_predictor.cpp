@@ -4,8 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "model/layers.h"
 
 namespace vitscuda::model {

@@ -8,10 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/error.h"
 #include "engine/random.h"
 #include "io/audio.h"
 #include "io/dataset.h"
-#include "kernels/error.h"
 #include "model/model_dir.h"
 #include "model/prepare.h"
 #include "model/training_objective.h"

@@ -4,9 +4,9 @@
 #include <cmath>
 #include <mutex>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "kernels/stft_mel.h"
 
 namespace vitscuda::model {

@@ -62,7 +62,5 @@ class MelSpectrogram {
 // One-off log-mel (builds the plan for this call; keep a MelSpectrogram to reuse it).
 Tensor log_mel(const MelConfig& config, const Tensor& wave);
 
-// The mel loss between two log-mels: the engine's op (engine/ops.h), named here for the model's callers.
-using ops::masked_l1_loss;
 
 }  // namespace vitscuda::model

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace fs = std::filesystem;
 

@@ -12,11 +12,11 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/audio.h"
 #include "io/dataset.h"
 #include "io/hf_config.h"
 #include "io/tokenizer.h"
-#include "kernels/error.h"
 #include "model/model_dir.h"
 
 namespace fs = std::filesystem;

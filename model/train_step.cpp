@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "model/alignment.h"
 #include "model/duration_predictor.h"
 #include "model/flow.h"
@@ -147,7 +147,7 @@ TrainStepResult mel_training_forward(const VitsModel& model, const MelSpectrogra
   wave = wave.reshape({wave.dim(0), wave.dim(2)});
   r.generated_logmel = mel.log_mel(wave);
   r.target_logmel = target;
-  r.loss = masked_l1_loss(r.generated_logmel, target, mel_mask);
+  r.loss = ops::masked_l1_loss(r.generated_logmel, target, mel_mask);
   double valid = 0;
   const Tensor mel_mask_host = mel_mask.to(Device::CPU);
   for (int64_t i = 0; i < mel_mask_host.numel(); ++i) valid += mel_mask_host.data<float>()[i];

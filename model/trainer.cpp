@@ -4,11 +4,11 @@
 #include <chrono>
 #include <cmath>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/device_allocator.h"
-#include "kernels/device.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
+#include "kernels/device.h"
 
 namespace vitscuda::model {
 

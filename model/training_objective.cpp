@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/error.h"
+#include "common/error.h"
 #include "model/trainer.h"
 
 namespace vitscuda::model {

@@ -16,11 +16,11 @@
 #include <set>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "io/metrics_log.h"
 #include "io/tensorboard.h"
-#include "kernels/error.h"
 #include "model/model_dir.h"
 #include "model/trainer.h"
 

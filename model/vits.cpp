@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "kernels/error.h"
 #include "model/alignment.h"
 #include "model/duration_predictor.h"
 #include "model/flow.h"

@@ -3,7 +3,7 @@
 #include <set>
 #include <sstream>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::model {
 

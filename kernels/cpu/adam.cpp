@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::kernels {
 

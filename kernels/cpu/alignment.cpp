@@ -1,6 +1,6 @@
 #include "kernels/alignment.h"
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::kernels {
 

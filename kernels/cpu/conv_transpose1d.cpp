@@ -2,8 +2,8 @@
 
 #include <vector>
 
+#include "common/error.h"
 #include "kernels/cpu/im2col_gemm.h"
-#include "kernels/error.h"
 
 namespace vitscuda::kernels {
 

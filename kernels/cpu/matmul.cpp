@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/error.h"
 #include "kernels/cpu/im2col_gemm.h"
-#include "kernels/error.h"
 
 namespace vitscuda::kernels {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::kernels {
 

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include "common/error.h"
 #include "kernels/cpu/im2col_gemm.h"
-#include "kernels/error.h"
 
 namespace vitscuda::kernels {
 

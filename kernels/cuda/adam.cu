@@ -27,9 +27,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/error.h"
 #include "kernels/adam.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/error.h"
 
 namespace vitscuda::kernels {
 

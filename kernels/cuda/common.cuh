@@ -9,7 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "kernels/error.h"
+#include "common/error.h"
 
 namespace vitscuda::kernels::cuda {
 
@@ -31,6 +31,16 @@ cudnnHandle_t cudnn_handle();    // bound to the compute stream
 // library from our allocator (counted by the budget).
 void add_library_memory(size_t bytes);
 void add_library_workspace(size_t bytes);
+// Runs create() (a library handle or plan being made) and counts the device memory it took (the drop
+// in cudaMemGetInfo's free bytes) as the libraries' own.
+template <typename Create>
+void measure_library_memory(Create create) {
+  size_t free_before = 0, free_after = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+  create();
+  CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  if (free_after < free_before) add_library_memory(free_before - free_after);
+}
 
 void* scratch_alloc(size_t bytes, const char* what);
 void scratch_free(void* ptr);

@@ -91,23 +91,12 @@ namespace {
 std::atomic<size_t> g_library_memory{0};
 std::atomic<size_t> g_library_workspaces{0};
 
-// Runs create() and adds the device memory it took (the drop in cudaMemGetInfo's free bytes) to
-// the libraries' own memory, which no budget can see.
-template <typename Create>
-void measured(Create create) {
-  size_t free_before = 0, free_after = 0, total = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
-  create();
-  CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
-  if (free_after < free_before) g_library_memory += free_before - free_after;
-}
-
 }  // namespace
 
 cublasHandle_t cublas_handle() {
   static cublasHandle_t handle = [] {
     cublasHandle_t h = nullptr;
-    measured([&] { CUBLAS_CHECK(cublasCreate(&h)); });
+    measure_library_memory([&] { CUBLAS_CHECK(cublasCreate(&h)); });
     CUBLAS_CHECK(cublasSetStream(h, compute_stream()));
     // Full fp32 products: parity with the CPU reference is part of the contract.
     CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
@@ -128,7 +117,7 @@ cublasHandle_t cublas_handle() {
 cudnnHandle_t cudnn_handle() {
   static cudnnHandle_t handle = [] {
     cudnnHandle_t h = nullptr;
-    measured([&] { CUDNN_CHECK(cudnnCreate(&h)); });
+    measure_library_memory([&] { CUDNN_CHECK(cudnnCreate(&h)); });
     CUDNN_CHECK(cudnnSetStream(h, compute_stream()));
     return h;
   }();

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/error.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/error.h"
 #include "kernels/loss.h"
 
 namespace vitscuda::kernels {

@@ -12,8 +12,8 @@
 #pragma once
 #include <cmath>
 
+#include "common/error.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/error.h"
 
 namespace vitscuda::kernels::cuda {
 namespace {

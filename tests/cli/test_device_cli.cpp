@@ -4,9 +4,9 @@
 
 #include <string>
 
+#include "common/error.h"
 #include "engine/tensor.h"
 #include "kernels/backend.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;

@@ -15,10 +15,10 @@
 #include <set>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/audio.h"
 #include "io/dataset.h"
 #include "io/tokenizer.h"
-#include "kernels/error.h"
 #include "model/model_dir.h"
 #include "model/prepare.h"
 #include "support/test_support.h"

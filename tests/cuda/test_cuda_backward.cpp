@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "kernels/error.h"
 #include "model/mel.h"
 #include "model/model_dir.h"
 #include "model/trainer.h"

@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/device_allocator.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "kernels/device.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;

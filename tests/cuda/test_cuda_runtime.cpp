@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/device_allocator.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -16,7 +17,6 @@
 #include "kernels/cuda/conv_common.cuh"
 #include "kernels/device.h"
 #include "kernels/elementwise.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;

@@ -1,8 +1,8 @@
 // The parts of the device allocator that need no device: memory-size parsing and formatting.
 #include <gtest/gtest.h>
 
+#include "common/error.h"
 #include "engine/device_allocator.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

@@ -20,9 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "support/gradcheck.h"
 #include "support/op_cases.h"
 #include "support/test_support.h"

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/optimizer.h"
 #include "engine/parameters.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda {

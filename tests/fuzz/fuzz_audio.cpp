@@ -9,9 +9,9 @@
 #include <cstdint>
 #include <string>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/audio.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

@@ -11,11 +11,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/checkpoint.h"
 #include "io/crc32.h"
 #include "io/json_input.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

@@ -9,10 +9,10 @@
 #include <optional>
 #include <vector>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/crc32.h"
 #include "io/dataset.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

@@ -2,9 +2,9 @@
 // survive to_json -> from_json unchanged: the model directories vitscuda writes are read back.
 #include <cstdint>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/hf_config.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

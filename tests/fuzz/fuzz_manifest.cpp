@@ -6,9 +6,9 @@
 #include <set>
 #include <string>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/manifest.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

@@ -3,9 +3,9 @@
 #include <cstdint>
 #include <string>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/metrics_log.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

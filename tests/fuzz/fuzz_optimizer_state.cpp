@@ -2,9 +2,9 @@
 // reader plus the metadata and tensor checks of the optimizer state).
 #include <cstdint>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/checkpoint.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

@@ -3,9 +3,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/safetensors.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

@@ -9,9 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/tokenizer.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

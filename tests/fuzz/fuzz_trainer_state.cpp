@@ -3,9 +3,9 @@
 // back into the next checkpoint.
 #include <cstdint>
 
+#include "common/error.h"
 #include "fuzz_support.h"
 #include "io/checkpoint.h"
-#include "kernels/error.h"
 
 using namespace vitscuda;
 

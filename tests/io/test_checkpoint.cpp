@@ -14,11 +14,11 @@
 #include <limits>
 #include <sstream>
 
+#include "common/error.h"
 #include "engine/optimizer.h"
 #include "io/checkpoint.h"
 #include "io/crc32.h"
 #include "io/safetensors.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda::io {

@@ -11,9 +11,9 @@
 #include <optional>
 #include <random>
 
+#include "common/error.h"
 #include "io/crc32.h"
 #include "io/dataset.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;

@@ -7,13 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "io/audio.h"
 #include "io/checkpoint.h"
 #include "io/hf_config.h"
 #include "io/manifest.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;

@@ -3,8 +3,8 @@
 #include <fstream>
 #include <functional>
 
+#include "common/error.h"
 #include "io/hf_config.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda::io {

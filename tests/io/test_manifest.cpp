@@ -5,8 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/error.h"
 #include "io/manifest.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;

@@ -11,8 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/error.h"
 #include "io/metrics_log.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda::io {

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <limits>
 
+#include "common/error.h"
 #include "io/safetensors.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda::io {

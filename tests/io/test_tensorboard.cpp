@@ -10,10 +10,10 @@
 #include <fstream>
 #include <random>
 
+#include "common/error.h"
 #include "io/crc32.h"
 #include "io/png.h"
 #include "io/tensorboard.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda::io {

@@ -4,8 +4,8 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "io/tokenizer.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda::io {

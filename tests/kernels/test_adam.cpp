@@ -7,8 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "common/error.h"
 #include "kernels/adam.h"
-#include "kernels/error.h"
 
 namespace vitscuda::kernels {
 namespace {

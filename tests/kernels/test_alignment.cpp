@@ -2,9 +2,9 @@
 // direct loop, and out-of-range indices rejected by name and position, forward and backward.
 #include <gtest/gtest.h>
 
-#include "kernels/alignment.h"
-#include "kernels/error.h"
+#include "common/error.h"
 #include "kernel_checks.h"
+#include "kernels/alignment.h"
 
 namespace vitscuda::kernels {
 namespace {

@@ -5,9 +5,9 @@
 // difference has no truncation error, only rounding of L (~1e-9); a wrong index gives O(1) errors.
 #include <gtest/gtest.h>
 
-#include "kernels/conv1d.h"
-#include "kernels/error.h"
+#include "common/error.h"
 #include "kernel_checks.h"
+#include "kernels/conv1d.h"
 
 namespace vitscuda::kernels {
 namespace {

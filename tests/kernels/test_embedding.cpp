@@ -2,9 +2,9 @@
 // (a scatter-add where repeated ids add up) against central differences and a serial scatter.
 #include <gtest/gtest.h>
 
-#include "kernels/embedding.h"
-#include "kernels/error.h"
+#include "common/error.h"
 #include "kernel_checks.h"
+#include "kernels/embedding.h"
 
 namespace vitscuda::kernels {
 namespace {

@@ -8,7 +8,7 @@
 #include <map>
 #include <string>
 
-#include "kernels/error.h"
+#include "common/error.h"
 #include "kernel_checks.h"
 #include "kernels/spline.h"
 #include "support/test_support.h"

@@ -20,9 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "kernels/error.h"
+#include "common/error.h"
 #include "kernels/loss.h"
 #include "kernels/stft_mel.h"
+#include "support/gradcheck.h"
 
 namespace vitscuda::kernels {
 namespace {
@@ -49,19 +50,16 @@ double max_abs(const Vec& v) {
   return m;
 }
 
-// max|numeric - analytic| / max|analytic| over the listed coordinates of x, with L(x) a scalar function.
+// max|numeric - analytic| / max|analytic| over the listed coordinates of x, with L(x) a scalar function
+// (numeric: the repository's one central difference, support/gradcheck.h).
 double gradient_error(const std::function<double(const Vec&)>& loss, Vec x, const Vec& analytic,
-                      const std::vector<size_t>& coordinates, double h = 1e-6) {
+                      const std::vector<size_t>& coordinates, double h = vitscuda::testing::kGradcheckStep) {
+  const std::vector<double> numeric =
+      vitscuda::testing::numeric_gradient_at(x.data(), coordinates, [&] { return loss(x); }, h);
   double worst = 0.0, scale = 0.0;
-  for (size_t i : coordinates) {
-    const double saved = x[i];
-    x[i] = saved + h;
-    const double up = loss(x);
-    x[i] = saved - h;
-    const double down = loss(x);
-    x[i] = saved;
-    worst = std::max(worst, std::abs((up - down) / (2 * h) - analytic[i]));
-    scale = std::max(scale, std::abs(analytic[i]));
+  for (size_t k = 0; k < coordinates.size(); ++k) {
+    worst = std::max(worst, std::abs(numeric[k] - analytic[coordinates[k]]));
+    scale = std::max(scale, std::abs(analytic[coordinates[k]]));
   }
   EXPECT_GT(scale, 0.0) << "the analytic gradient is zero on every checked coordinate";
   return worst / scale;

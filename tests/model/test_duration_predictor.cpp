@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/ops.h"
 #include "engine/parameters.h"
 #include "io/hf_config.h"
-#include "kernels/error.h"
 #include "model/duration_predictor.h"
 #include "support/test_support.h"
 

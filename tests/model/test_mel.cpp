@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/autograd.h"
-#include "kernels/error.h"
 #include "model/mel.h"
 #include "support/test_support.h"
 
@@ -144,7 +144,7 @@ TEST(Mel, MaskedL1GradientMatchesTorchAutograd) {
       Tensor loss;
       {
         autograd::RecordingScope recording(tape);
-        loss = masked_l1_loss(mel.log_mel(wave), target, mask3);
+        loss = ops::masked_l1_loss(mel.log_mel(wave), target, mask3);
       }
       EXPECT_EQ(tape.size(), 2u);
       EXPECT_EQ(loss.numel(), 1);
@@ -171,7 +171,7 @@ TEST(Mel, MaskedL1AcceptsTwoDimensionalMaskAndTargetGradient) {
   Tensor loss;
   {
     autograd::RecordingScope recording(tape);
-    loss = masked_l1_loss(x, y, mask);
+    loss = ops::masked_l1_loss(x, y, mask);
   }
   EXPECT_NEAR(loss.data<double>()[0], golden_tensor("batch2.loss_f64").values[0], 1e-12);
   tape.backward(loss);
@@ -237,9 +237,9 @@ TEST(Mel, RejectsBadInputs) {
   }
   EXPECT_THROW(mel.log_mel_of(std::vector<float>(100, 0.0f)), Error);
   const Tensor x = Tensor::zeros({2, 80, 5});
-  EXPECT_THROW(masked_l1_loss(x, Tensor::zeros({2, 80, 4}), Tensor::full({2, 1, 5}, 1.0)), Error);
-  EXPECT_THROW(masked_l1_loss(x, x, Tensor::full({2, 1, 4}, 1.0)), Error);
-  EXPECT_THROW(masked_l1_loss(x, x, Tensor::zeros({2, 1, 5})), Error);  // no valid frame
+  EXPECT_THROW(ops::masked_l1_loss(x, Tensor::zeros({2, 80, 4}), Tensor::full({2, 1, 5}, 1.0)), Error);
+  EXPECT_THROW(ops::masked_l1_loss(x, x, Tensor::full({2, 1, 4}, 1.0)), Error);
+  EXPECT_THROW(ops::masked_l1_loss(x, x, Tensor::zeros({2, 1, 5})), Error);  // no valid frame
 }
 
 }  // namespace

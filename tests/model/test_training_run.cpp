@@ -9,10 +9,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "io/hf_config.h"
-#include "kernels/error.h"
 #include "model/trainer.h"
 #include "model/training_run.h"
 #include "support/test_support.h"

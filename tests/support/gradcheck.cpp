@@ -4,9 +4,9 @@
 #include <cmath>
 #include <memory>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 
 namespace vitscuda::testing {

@@ -4,15 +4,17 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <set>
 
+#include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
-#include "kernels/error.h"
 #include "support/test_support.h"
 #if VITSCUDA_HAVE_CUDA
 #include "kernels/conv1d.h"
+#include "kernels/stft_mel.h"
 #endif
 
 namespace vitscuda::testing {
@@ -572,6 +574,57 @@ void add_norm_cases(std::vector<OpCase>& cases) {
   cases.push_back(wn);
 }
 
+// The STFT plan of a case, from the filterbank's bin count (n_fft = 2 (bins - 1), hop n_fft / 4, full
+// window): one plan per n_fft for the process, so the CPU's DFT basis is built once, not per run.
+const kernels::StftPlan& case_stft_plan(int64_t bins) {
+  static std::mutex mutex;
+  static std::map<int64_t, std::unique_ptr<kernels::StftPlan>> plans;
+  std::lock_guard<std::mutex> lock(mutex);
+  std::unique_ptr<kernels::StftPlan>& plan = plans[bins];
+  const int n_fft = static_cast<int>(2 * (bins - 1));
+  if (!plan) plan = std::make_unique<kernels::StftPlan>(n_fft, n_fft / 4, n_fft);
+  return *plan;
+}
+
+// The STFT (CPU: a DFT basis GEMM; CUDA: cuFFT) sums n_fft products per bin in another order and
+// cuFFT's twiddles round differently: ~1e-6 relative for n_fft 1024, and the log-mel's log and
+// filterbank sums keep that size; 1e-4 relative L2 still catches a wrong window, hop, padding or bin.
+const Tolerance kStft{"STFT (rel-L2 1e-4)", Tolerance::Kind::RelativeL2, 0, 1e-4, 1e-4,
+                      "DFT sums in another order and cuFFT's twiddle rounding, ~1e-6 relative"};
+
+// Audio ops and losses at the training loss's shapes: mms-tts-eng's STFT (n_fft 1024, hop 256) on 4 x 2 s,
+// the log-mel's 80 bands; small: n_fft 16, hop 4. Filterbank weights in [0.05, 1) keep every mel energy far
+// above the log's clamp at 1e-5.
+void add_audio_loss_cases(std::vector<OpCase>& cases) {
+  OpCase spec;
+  spec.name = "linear_spectrogram";
+  spec.ops = {"linear_spectrogram"};
+  // No backward (a model input, not a loss term): the wave is a constant, so nothing is recorded.
+  spec.inputs = {constant("wave", {2, 64}, {4, 32768}, uniform(-1, 1)),
+                 constant("filterbank", {5, 9}, {80, 513}, uniform(0.05, 1.0))};
+  spec.build = [](const In& in) { return ops::linear_spectrogram(in[0], case_stft_plan(in[1].dim(1))); };
+  spec.tolerance = kStft;
+  cases.push_back(spec);
+  OpCase mel;
+  mel.name = "log_mel";
+  mel.ops = {"log_mel"};
+  mel.inputs = {input("wave", {2, 64}, {4, 32768}, uniform(-1, 1)),
+                constant("filterbank", {5, 9}, {80, 513}, uniform(0.05, 1.0))};
+  mel.build = [](const In& in) { return ops::log_mel(in[0], case_stft_plan(in[1].dim(1)), in[1]); };
+  mel.tolerance = kStft;
+  cases.push_back(mel);
+  OpCase l1;
+  l1.name = "masked_l1_loss";
+  l1.ops = {"masked_l1_loss"};
+  // Item 1 padded after 3/5 of its frames; |generated - target| is never 0 for independent draws.
+  l1.inputs = {input("generated", {2, 3, 7}, {4, 80, 125}, uniform(-1, 1)),
+               input("target", {2, 3, 7}, {4, 80, 125}, uniform(-1, 1)),
+               constant("mask", {2, 7}, {4, 125}, padding_mask())};
+  l1.build = [](const In& in) { return ops::masked_l1_loss(in[0], in[1], in[2]); };
+  l1.tolerance = kReduction;
+  cases.push_back(l1);
+}
+
 void add_attention_spline_cases(std::vector<OpCase>& cases) {
   // q, k, v [B, H, T, D]; window 4 with relative embeddings, and window 0 without; item 1 padded.
   // Small T = 7 (> window + 1); D = 3.
@@ -620,6 +673,7 @@ std::vector<OpCase> build_list() {
   add_convolution_cases(cases);
   add_norm_cases(cases);
   add_attention_spline_cases(cases);
+  add_audio_loss_cases(cases);
   std::set<std::string> names;
   for (const OpCase& c : cases) {
     VC_CHECK(names.insert(c.name).second, "op case " << c.name << " is listed twice");

@@ -1,5 +1,5 @@
 // Loud, specific errors: every failure throws vitscuda::Error with a message
-// naming what was wrong and where.
+// naming what was wrong and where. Used by every layer, kernels to programs.
 #pragma once
 #include <sstream>
 #include <stdexcept>
