@@ -611,8 +611,33 @@ OptimizerState read_optimizer_state(const std::string& path) {
   return state;
 }
 
-void load_optimizer_state(const std::string& path, AdamW& optimizer) {
+namespace {
+
+// Packed moments (parameters back to back, in declaration order) at the store's aligned offsets; the
+// alignment gaps get zeros, as a fresh optimizer has there.
+Tensor aligned_moments(const Tensor& packed, const ParameterStore& layout) {
+  Tensor aligned = Tensor::zeros({layout.flat_numel()}, packed.dtype());
+  const size_t element = packed.dtype() == DType::F64 ? sizeof(double) : sizeof(float);
+  const auto* from = static_cast<const unsigned char*>(packed.raw());
+  auto* to = static_cast<unsigned char*>(aligned.raw());
+  int64_t packed_offset = 0;
+  for (const ParameterInfo& p : layout.params()) {
+    const int64_t n = shape_numel(p.shape);
+    if (n > 0) std::memcpy(to + element * p.offset, from + element * packed_offset, element * n);
+    packed_offset += n;
+  }
+  return aligned;
+}
+
+}  // namespace
+
+void load_optimizer_state(const std::string& path, AdamW& optimizer, const ParameterStore* layout) {
   OptimizerState state = read_optimizer_state(path);
+  if (layout && state.exp_avg.numel() != optimizer.numel() && state.exp_avg.numel() == layout->count() &&
+      layout->flat_numel() == optimizer.numel()) {
+    state.exp_avg = aligned_moments(state.exp_avg, *layout);
+    state.exp_avg_sq = aligned_moments(state.exp_avg_sq, *layout);
+  }
   VC_CHECK(state.exp_avg.numel() == optimizer.numel(), "'" << path << "' holds optimizer moments for "
                                                            << state.exp_avg.numel() << " elements, the optimizer has "
                                                            << optimizer.numel());

@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/optimizer.h"
+#include "engine/parameters.h"
 #include "engine/tensor.h"
 
 namespace vitscuda::io {
@@ -139,7 +140,10 @@ void write_optimizer_state(const std::string& path, const AdamW& optimizer);
 void write_optimizer_state(const std::string& path, const OptimizerState& state);
 OptimizerState read_optimizer_state(const std::string& path);
 // Restores `optimizer` from the file; the element count must match (error names both counts).
-void load_optimizer_state(const std::string& path, AdamW& optimizer);
+// With the parameter store the optimizer serves, a file whose moments are packed (each parameter
+// right after the previous one, as written before parameters were aligned in the flat buffers) is
+// placed at the store's aligned offsets.
+void load_optimizer_state(const std::string& path, AdamW& optimizer, const ParameterStore* layout = nullptr);
 
 // ------------------------------------------------------------------ trainer_state.json
 struct TrainerState {

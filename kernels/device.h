@@ -18,7 +18,7 @@ void* device_malloc_raw(size_t bytes);
 void device_free_raw(void* ptr);
 
 // Copies are ordered on the compute stream; those that read into host memory wait for it.
-// Host-to-device copies up to 32 MiB return at once (the bytes are staged in pinned memory, so
+// Host-to-device copies up to 8 MiB return at once (the bytes are staged in pinned memory, so
 // src may be reused immediately); larger ones wait for the stream.
 void copy_host_to_device(void* dst, const void* src, size_t bytes);
 void copy_device_to_host(void* dst, const void* src, size_t bytes);

@@ -105,7 +105,7 @@ void MelTrainer::save_state(io::CheckpointWriter& checkpoint) {
 }
 
 void MelTrainer::load_state(const io::CheckpointInfo& checkpoint) {
-  io::load_optimizer_state(checkpoint.path_of(io::kOptimizerFileName), optimizer_);
+  io::load_optimizer_state(checkpoint.path_of(io::kOptimizerFileName), optimizer_, &model_.params());
 }
 
 }  // namespace vitscuda::model

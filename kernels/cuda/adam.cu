@@ -224,7 +224,7 @@ double flat_sum_squares_cuda(const float* x, int64_t n) {
   VC_CHECK_LAUNCH("sum_final_kernel");
   double host = 0.0;
   CUDA_CHECK(cudaMemcpyAsync(&host, out, sizeof(host), cudaMemcpyDeviceToHost, cuda::compute_stream()));
-  CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+  cuda::wait_for_stream();
   return host;
 }
 

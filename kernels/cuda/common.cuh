@@ -31,16 +31,10 @@ cudnnHandle_t cudnn_handle();    // bound to the compute stream
 // library from our allocator (counted by the budget).
 void add_library_memory(size_t bytes);
 void add_library_workspace(size_t bytes);
-// Runs create() (a library handle or plan being made) and counts the device memory it took (the drop
-// in cudaMemGetInfo's free bytes) as the libraries' own.
-template <typename Create>
-void measure_library_memory(Create create) {
-  size_t free_before = 0, free_after = 0, total = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
-  create();
-  CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
-  if (free_after < free_before) add_library_memory(free_before - free_after);
-}
+
+// Waits for all work on the compute stream. Every wait of ours goes through here, so that
+// kernels/device.h's stream_waits() counts them all.
+void wait_for_stream();
 
 void* scratch_alloc(size_t bytes, const char* what);
 void scratch_free(void* ptr);
@@ -115,3 +109,18 @@ inline unsigned blocks_for(int64_t n, int threads) {
 #define VC_LAUNCH(kernel, grid, block, shmem) \
   kernel<<<(grid), (block), (shmem), ::vitscuda::kernels::cuda::compute_stream()>>>
 #define VC_CHECK_LAUNCH(name) ::vitscuda::kernels::cuda::check_launch(name, __FILE__, __LINE__)
+
+namespace vitscuda::kernels::cuda {
+
+// Runs create() (a library handle or plan being made) and counts the device memory it took (the drop
+// in cudaMemGetInfo's free bytes) as the libraries' own.
+template <typename Create>
+void measure_library_memory(Create create) {
+  size_t free_before = 0, free_after = 0, total = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
+  create();
+  CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+  if (free_after < free_before) add_library_memory(free_before - free_after);
+}
+
+}  // namespace vitscuda::kernels::cuda

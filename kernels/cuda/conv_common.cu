@@ -163,6 +163,8 @@ struct Choice {
 // supports there within kMaxConvWorkspaceBytes. A function of the shape alone: every process makes
 // the same choice, whatever it ran before or how much memory is free.
 Choice choose(Direction dir, const CudnnConvShape& s) {
+  VC_CHECK(s.out_length >= 1 && s.out_length <= INT_MAX,
+           s.op << ": output length " << s.out_length << " is outside cuDNN's int dimensions (" << describe(s) << ")");
   const ClassEntry& c = class_for(dir, s);
   Descriptors& d = descriptors();
   const int ow = set_descriptors(d, s, s.in_length);
@@ -191,8 +193,6 @@ int conv_length_bucket(int length) {
 
 int cudnn_conv_algorithm(const CudnnConvShape& s, int direction) {
   VC_CHECK(direction >= 0 && direction <= 2, "cudnn_conv_algorithm: direction " << direction << " is not 0, 1 or 2");
-  VC_CHECK(s.out_length >= 1 && s.out_length <= INT_MAX,
-           s.op << ": output length " << s.out_length << " is outside cuDNN's int dimensions (" << describe(s) << ")");
   std::lock_guard<std::mutex> lock(g_mutex);
   return choose(static_cast<Direction>(direction), s).algo;
 }

@@ -95,18 +95,19 @@ std::atomic<size_t> g_library_workspaces{0};
 
 cublasHandle_t cublas_handle() {
   static cublasHandle_t handle = [] {
-    cublasHandle_t h = nullptr;
-    measure_library_memory([&] { CUBLAS_CHECK(cublasCreate(&h)); });
-    CUBLAS_CHECK(cublasSetStream(h, compute_stream()));
-    // Full fp32 products: parity with the CPU reference is part of the contract.
-    CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
     // cuBLAS's workspace from our allocator, so the budget counts it (cuBLAS's own default sizes:
-    // 32 MiB on Hopper and later, 4 MiB before). It lives as long as the handle.
+    // 32 MiB on Hopper and later, 4 MiB before). Taken first: if the budget refuses it, no handle
+    // is left behind. It lives as long as the handle.
     int device = 0, major = 0;
     CUDA_CHECK(cudaGetDevice(&device));
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     const size_t bytes = major >= 9 ? (size_t(32) << 20) : (size_t(4) << 20);
     void* workspace = scratch_alloc(bytes, "cuBLAS workspace");
+    cublasHandle_t h = nullptr;
+    measure_library_memory([&] { CUBLAS_CHECK(cublasCreate(&h)); });
+    CUBLAS_CHECK(cublasSetStream(h, compute_stream()));
+    // Full fp32 products: parity with the CPU reference is part of the contract.
+    CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
     CUBLAS_CHECK(cublasSetWorkspace(h, workspace, bytes));
     add_library_workspace(bytes);
     return h;
@@ -144,27 +145,34 @@ std::atomic<uint64_t> g_stream_waits{0};
 // on the host, and the device copy from it is truly asynchronous, so the caller's array may die at
 // once and the stream is not drained. Each buffer's last copy is marked by an event; a buffer is
 // reused only after that event, i.e. after the copy made kSlots uploads ago, which is long done in
-// a training step. Buffers grow to the largest upload they carry (powers of two) and live for the
-// process.
+// a training step. Buffers grow to the largest upload they carry (powers of two, kMaxStagedBytes at
+// most, so at most kSlots * kMaxStagedBytes = 128 MiB of pinned memory) and live for the process.
 class StagingRing {
  public:
   static constexpr int kSlots = 16;
 
-  void copy(void* device_dst, const void* host_src, size_t bytes) {
+  // False when no pinned buffer could be had (the caller then copies from pageable memory and waits).
+  bool copy(void* device_dst, const void* host_src, size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     Slot& slot = slots_[next_];
-    next_ = (next_ + 1) % kSlots;
     if (slot.in_flight) {
       CUDA_CHECK(cudaEventSynchronize(slot.done));  // the copy of kSlots uploads ago, not the whole stream
       slot.in_flight = false;
     }
     if (slot.bytes < bytes) {
-      if (slot.host) CUDA_CHECK(cudaFreeHost(slot.host));
+      if (slot.host) {
+        g_stream_waits.fetch_add(1, std::memory_order_relaxed);  // cudaFreeHost waits for the device
+        CUDA_CHECK(cudaFreeHost(slot.host));
+      }
       slot.host = nullptr;
       slot.bytes = 0;
       size_t size = kMinSlotBytes;
       while (size < bytes) size *= 2;
-      CUDA_CHECK(cudaMallocHost(&slot.host, size));
+      if (cudaMallocHost(&slot.host, size) != cudaSuccess) {
+        (void)cudaGetLastError();
+        slot.host = nullptr;
+        return false;
+      }
       slot.bytes = size;
     }
     if (!slot.done) CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
@@ -172,6 +180,8 @@ class StagingRing {
     CUDA_CHECK(cudaMemcpyAsync(device_dst, slot.host, bytes, cudaMemcpyHostToDevice, compute_stream()));
     CUDA_CHECK(cudaEventRecord(slot.done, compute_stream()));
     slot.in_flight = true;
+    next_ = (next_ + 1) % kSlots;
+    return true;
   }
 
  private:
@@ -193,15 +203,16 @@ StagingRing& staging_ring() {
 }
 
 // Larger host-to-device copies (weights, whole datasets) are rare: they go straight from pageable
-// memory and wait, instead of pinning that much host memory for good.
-constexpr size_t kMaxStagedBytes = size_t(32) << 20;
+// memory and wait, instead of pinning that much host memory for good. A training step's uploads (ids,
+// a batch of waveforms, index arrays) are far below this.
+constexpr size_t kMaxStagedBytes = size_t(8) << 20;
+
+}  // namespace
 
 void wait_for_stream() {
   g_stream_waits.fetch_add(1, std::memory_order_relaxed);
   CUDA_CHECK(cudaStreamSynchronize(compute_stream()));
 }
-
-}  // namespace
 
 Scratch upload(const void* host, size_t bytes, const char* what) {
   Scratch s(bytes, what);
@@ -230,10 +241,7 @@ void device_free_raw(void* ptr) {
 
 void copy_host_to_device(void* dst, const void* src, size_t bytes) {
   if (!bytes) return;
-  if (bytes <= cuda::kMaxStagedBytes) {
-    cuda::staging_ring().copy(dst, src, bytes);
-    return;
-  }
+  if (bytes <= cuda::kMaxStagedBytes && cuda::staging_ring().copy(dst, src, bytes)) return;
   CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, compute_stream()));
   // Pageable host memory: the source may be reused as soon as this returns.
   cuda::wait_for_stream();

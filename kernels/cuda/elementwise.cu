@@ -303,30 +303,29 @@ struct BroadcastPosition {
   int64_t out, a, b;
 };
 
-__device__ inline BroadcastPosition kept_base(const BinaryGradArgs& g, int64_t e) {
-  BroadcastPosition p{0, 0, 0};
-  for (int k = g.nkept - 1; k >= 0; --k) {
-    const int d = g.kept[k];
-    const int64_t c = e % g.shape[d];
-    e /= g.shape[d];
+// Adds to p the offsets of `index` decoded row-major over the dimensions dims[0, count).
+__device__ inline void add_offsets(BroadcastPosition& p, const BinaryGradArgs& g, const int* dims, int count,
+                                   int64_t index) {
+  for (int k = count - 1; k >= 0; --k) {
+    const int d = dims[k];
+    const int64_t c = index % g.shape[d];
+    index /= g.shape[d];
     p.out += c * g.out_strides[d];
     p.a += c * g.a_strides[d];
     p.b += c * g.b_strides[d];
   }
+}
+
+__device__ inline BroadcastPosition kept_base(const BinaryGradArgs& g, int64_t e) {
+  BroadcastPosition p{0, 0, 0};
+  add_offsets(p, g, g.kept, g.nkept, e);
   return p;
 }
 
 __device__ inline float broadcast_term(BinaryOp op, bool wrt_a, const float* a, const float* b, const float* dy,
                                        const BinaryGradArgs& g, const BroadcastPosition& base, int64_t r) {
   BroadcastPosition p = base;
-  for (int k = g.nbcast - 1; k >= 0; --k) {
-    const int d = g.bcast[k];
-    const int64_t c = r % g.shape[d];
-    r /= g.shape[d];
-    p.out += c * g.out_strides[d];
-    p.a += c * g.a_strides[d];
-    p.b += c * g.b_strides[d];
-  }
+  add_offsets(p, g, g.bcast, g.nbcast, r);
   return binary_grad(op, wrt_a, dy[p.out], a, p.a, b, p.b);
 }
 

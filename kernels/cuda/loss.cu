@@ -121,7 +121,7 @@ void masked_l1_forward_cuda(const float* x, const float* y, const float* mask, i
   VC_CHECK_LAUNCH("masked_l1_final_kernel");
   double host[2] = {0.0, 0.0};
   CUDA_CHECK(cudaMemcpyAsync(host, out, sizeof(host), cudaMemcpyDeviceToHost, cuda::compute_stream()));
-  CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+  cuda::wait_for_stream();
   const double total = host[0], valid = host[1];
   VC_CHECK(valid > 0.0, "masked_l1_forward_cuda: the mask [" << B << ", " << frames << "] has no valid frame (sum "
                                                              << valid << ")");

@@ -111,11 +111,11 @@ void rational_quadratic_spline_forward_cuda(const float* inputs, const float* wi
 
   long long invalid = kNoInvalid;
   CUDA_CHECK(cudaMemcpyAsync(&invalid, first_invalid, sizeof(invalid), cudaMemcpyDeviceToHost, cuda::compute_stream()));
-  CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+  cuda::wait_for_stream();
   if (invalid == kNoInvalid) return;
   float input = 0.f;
   CUDA_CHECK(cudaMemcpyAsync(&input, inputs + invalid, sizeof(input), cudaMemcpyDeviceToHost, cuda::compute_stream()));
-  CUDA_CHECK(cudaStreamSynchronize(cuda::compute_stream()));
+  cuda::wait_for_stream();
   VC_FAIL("rational_quadratic_spline: negative discriminant in the reverse pass at element "
           << invalid << " (input " << input << "): invalid spline parameters");
 }

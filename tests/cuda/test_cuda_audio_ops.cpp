@@ -24,6 +24,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "kernels/stft_mel.h"
+#include "support/gradcheck.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;
@@ -33,15 +34,8 @@ using vitscuda::testing::uniform_tensor;
 
 namespace {
 
-Tensor leaf(const Tensor& t, Device device) {
-  Tensor x = t.to(device).clone();
-  auto slot = std::make_shared<autograd::GradSlot>();
-  slot->shape = x.shape();
-  slot->dtype = x.dtype();
-  slot->device = device;
-  x.set_grad_slot(slot);
-  return x;
-}
+// A copy of t on `device` whose gradient the tape accumulates.
+Tensor leaf(const Tensor& t, Device device) { return vitscuda::testing::requiring_grad(t.to(device).clone()); }
 
 // A VITS-like filterbank stand-in: positive weights of order 0.01 (the Slaney bank's size), float32.
 Tensor filterbank(int n_mels, int bins) { return uniform_tensor({n_mels, bins}, 61, 0.001, 0.02); }

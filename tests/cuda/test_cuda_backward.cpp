@@ -21,6 +21,7 @@
 #include "model/mel.h"
 #include "model/model_dir.h"
 #include "model/trainer.h"
+#include "support/gradcheck.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;
@@ -32,15 +33,8 @@ namespace {
 
 constexpr double kGradTolerance = 2e-5;
 
-Tensor leaf(const Tensor& t, Device device) {
-  Tensor x = t.to(device).clone();
-  auto slot = std::make_shared<autograd::GradSlot>();
-  slot->shape = x.shape();
-  slot->dtype = x.dtype();
-  slot->device = device;
-  x.set_grad_slot(slot);
-  return x;
-}
+// A copy of t on `device` whose gradient the tape accumulates.
+Tensor leaf(const Tensor& t, Device device) { return vitscuda::testing::requiring_grad(t.to(device).clone()); }
 
 using Op = std::function<Tensor(const std::vector<Tensor>&)>;
 
@@ -89,7 +83,7 @@ TEST(CudaBackward, LogMelAndMaskedL1) {
   for (int t = 0; t < 17; ++t) mask.data<float>()[24 + t] = 1.0f;
   check_backward("masked_l1",
                  [mask](const std::vector<Tensor>& in) {
-                   return model::masked_l1_loss(in[0], in[1], mask.to(in[0].device())).reshape({1});
+                   return ops::masked_l1_loss(in[0], in[1], mask.to(in[0].device())).reshape({1});
                  },
                  {uniform_tensor({2, 80, 24}, 52, -5, 1), target});
 }

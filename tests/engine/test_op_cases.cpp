@@ -48,11 +48,17 @@ TEST_P(Gradcheck, MatchesCentralDifferences) {
   const std::vector<Tensor> inputs = testing::case_inputs(c, CaseSize::Small);
   SCOPED_TRACE(c.name + ": " + testing::describe_inputs(c, inputs));
   if (!c.any_differentiable()) {
-    // No gradient flows through this op: with every input requiring one, nothing may be recorded.
+    // No gradient flows through this op: with every input requiring one, nothing may be recorded,
+    // or, for an op that refuses such inputs, a clear error.
     std::vector<Tensor> leaves;
     for (const Tensor& t : inputs) leaves.push_back(testing::requiring_grad(t.clone()));
     autograd::Tape tape;
     autograd::RecordingScope recording(tape);
+    if (c.refuses_gradient) {
+      EXPECT_THROW(c.build(leaves), Error);
+      EXPECT_EQ(tape.size(), 0u);
+      return;
+    }
     EXPECT_FALSE(c.build(leaves).requires_grad());
     EXPECT_EQ(tape.size(), 0u);
     return;

@@ -162,6 +162,39 @@ TEST(Checkpoint, OptimizerStateInDoublePrecisionRoundTripsExactly) {
   }
 }
 
+TEST(Checkpoint, PackedOptimizerMomentsLoadAtTheAlignedOffsets) {
+  // Moments written with the parameters back to back (3 + 5 + 2 elements) load into an optimizer over
+  // the aligned flat buffer (offsets 0, 4, 12; 14 elements), the gaps zero.
+  const std::string dir = testing::temp_dir("ckpt_optimizer_packed");
+  ParameterStore store;
+  store.declare("flow.a.weight", {3});
+  store.declare("flow.b.weight", {5});
+  store.declare("flow.c.bias", {2});
+  store.finalize();
+  ASSERT_EQ(store.count(), 10);
+  ASSERT_EQ(store.flat_numel(), 14);
+  std::vector<float> m(10), v(10);
+  for (int i = 0; i < 10; ++i) {
+    m[i] = 0.5f + static_cast<float>(i);
+    v[i] = 1e-3f * static_cast<float>(i + 1);
+  }
+  write_optimizer_state(dir + "/opt.safetensors",
+                        OptimizerState{Tensor::from_vector(m, {10}), Tensor::from_vector(v, {10}), 7});
+  AdamW restored(store.flat_numel());
+  load_optimizer_state(dir + "/opt.safetensors", restored, &store);
+  EXPECT_EQ(restored.step_count(), 7);
+  const std::vector<float> am = restored.exp_avg().to_float_vector(), av = restored.exp_avg_sq().to_float_vector();
+  const std::vector<int> aligned_of_packed = {0, 1, 2, 4, 5, 6, 7, 8, 12, 13};
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(am[aligned_of_packed[i]], m[i]) << "exp_avg element " << i;
+    EXPECT_EQ(av[aligned_of_packed[i]], v[i]) << "exp_avg_sq element " << i;
+  }
+  for (int gap : {3, 9, 10, 11}) EXPECT_EQ(am[gap], 0.0f) << "gap " << gap;
+  // Without the layout, the count mismatch is an error, as before.
+  AdamW unaware(store.flat_numel());
+  EXPECT_THROW(load_optimizer_state(dir + "/opt.safetensors", unaware), Error);
+}
+
 TEST(Checkpoint, OptimizerStateOfAnotherSizeIsRejected) {
   const std::string dir = testing::temp_dir("ckpt_optimizer_size");
   write_sample_checkpoint(dir, 1);

@@ -115,6 +115,9 @@ struct OpCase {
   Tolerance tolerance;
   std::vector<CudaVariant> cuda_variants;  // empty: one run with `tolerance`
   double gradcheck_tolerance = 1e-6;       // support/gradcheck.h explains why 1e-6 holds
+  // The op has no backward and refuses an input that needs a gradient (rather than recording
+  // nothing): the gradient check then expects that error.
+  bool refuses_gradient = false;
 
   bool any_differentiable() const;
   std::vector<bool> differentiable() const;
