@@ -180,6 +180,7 @@ std::string Tokenizer::front_end_description() const {
 }
 
 TokenizerResult Tokenizer::encode(const std::string& text) const {
+  VC_CHECK(!python_strip(decode_utf8(text, "text")).empty(), "empty text: nothing to tokenize");
   return encode_front_end_text(front_end_texts({text})[0], text);
 }
 
@@ -190,7 +191,10 @@ std::vector<std::string> Tokenizer::front_end_texts(const std::vector<std::strin
   std::vector<size_t> to_romanise;
   for (const std::string& text : texts) {
     const std::u32string input = decode_utf8(text, "text");
-    VC_CHECK(!python_strip(input).empty(), "empty text: nothing to tokenize");
+    if (python_strip(input).empty()) {  // encode() says so; a batch goes on
+      out.emplace_back();
+      continue;
+    }
     std::u32string normalized = normalize_ ? normalize(input) : input;
     if (language_ == "ron") std::replace(normalized.begin(), normalized.end(), char32_t(0x021B), char32_t(0x0163));
     if (front_end_ == FrontEnd::Uroman && has_non_ascii(normalized)) to_romanise.push_back(out.size());

@@ -47,7 +47,7 @@ class Tokenizer {
 
   // encode() in two steps, so that many texts share one run of uroman:
   // front_end_texts gives, for each text, the normalised text after romanisation or phonemisation
-  // (throws for an empty or invalid text); encode_front_end_text turns one of them into ids
+  // ("" for a blank text; throws for invalid UTF-8); encode_front_end_text turns one of them into ids
   // (`original` only names the text in errors).
   std::vector<std::string> front_end_texts(const std::vector<std::string>& texts) const;
   TokenizerResult encode_front_end_text(const std::string& front_end_text, const std::string& original) const;
