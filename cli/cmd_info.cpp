@@ -21,6 +21,7 @@ void run_info(const std::string& dir) {
   std::printf("model: %s\n", dir.c_str());
   std::printf("  sampling rate %d Hz, vocab %d (tokenizer %zu symbols, add_blank %s), speakers %d\n", c.sampling_rate,
               c.vocab_size, loaded.tokenizer.vocab_size(), loaded.tokenizer.add_blank() ? "yes" : "no", c.num_speakers);
+  std::printf("  text front-end: %s\n", loaded.tokenizer.front_end_description().c_str());
   std::printf("  text encoder: hidden %d, %d layers, %d heads, window %d, ffn %d\n", c.hidden_size,
               c.num_hidden_layers, c.num_attention_heads, c.window_size, c.ffn_dim);
   std::printf("  duration predictor: %s\n", c.use_stochastic_duration_prediction ? "stochastic" : "plain");

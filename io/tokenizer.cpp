@@ -1,11 +1,16 @@
-// Mirrors transformers' VitsTokenizer (tokenization_vits.py) without phonemizer or uroman:
+// Mirrors transformers' VitsTokenizer (tokenization_vits.py, prepare_for_tokenization and tokenize):
 //   1. normalize_text: at each position the first vocab key (vocab.json order, then the
 //      special tokens) matching the text there is kept verbatim; otherwise the single
 //      character is lowercased with Python's str.lower() (tables in unicode_tables.inc
 //      cover all of Unicode as Python 3.11 does, one character at a time);
-//   2. characters whose single-character string is not a vocab key are dropped;
-//   3. Python str.strip() (Unicode whitespace);
-//   4. the text is split at the special tokens that are vocab keys (pad "k" for mms-tts):
+//   2. the front-end: is_uroman=true romanises a text holding a non-ASCII character with uroman
+//      (io/uroman.h); phonemize=true turns it into espeak-ng phonemes (io/phonemizer.h, language
+//      "en-us" whatever tokenizer_config.json says, as transformers passes);
+//   3. characters whose single-character string is not a vocab key are dropped (transformers drops them
+//      only when normalising without phonemes; otherwise it maps them to unk_token's id, or to None when
+//      the vocab has no unk_token: here the unk_token's id too when it is in the vocab, else dropped);
+//   4. Python str.strip() (Unicode whitespace), when normalising without phonemes;
+//   5. the text is split at the special tokens that are vocab keys (pad "k" for mms-tts):
 //      transformers emits such a token alone, without blanks around it, so a text that
 //      starts or ends with "k" gets one blank fewer there; every other piece becomes
 //      [blank, c1, blank, c2, ..., blank] with blank = id 0.
@@ -21,118 +26,23 @@
 
 #include "common/error.h"
 #include "io/json_input.h"
+#include "io/phonemizer.h"
+#include "io/unicode_text.h"
+#include "io/uroman.h"
 
 namespace vitscuda::io {
 
 namespace {
 
-struct LowercaseRun {
-  char32_t first, last;
-  int step;
-  int delta;
-};
-struct LowercaseExpansion {
-  char32_t code_point;
-  char32_t lower[3];
-  int count;
-};
-#include "io/unicode_tables.inc"
-
 using ordered_json = nlohmann::ordered_json;
 
-std::u32string decode_utf8(const std::string& s, const std::string& what) {
-  std::u32string out;
-  out.reserve(s.size());
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b0 = static_cast<unsigned char>(s[i]);
-    int extra = 0;
-    char32_t cp = 0;
-    if (b0 < 0x80) {
-      cp = b0;
-    } else if ((b0 & 0xE0) == 0xC0) {
-      cp = b0 & 0x1F;
-      extra = 1;
-    } else if ((b0 & 0xF0) == 0xE0) {
-      cp = b0 & 0x0F;
-      extra = 2;
-    } else if ((b0 & 0xF8) == 0xF0) {
-      cp = b0 & 0x07;
-      extra = 3;
-    } else {
-      VC_FAIL(what << " is not valid UTF-8 (byte 0x" << std::hex << int(b0) << std::dec << " at offset " << i << ")");
-    }
-    VC_CHECK(i + static_cast<size_t>(extra) < s.size(),
-             what << " is not valid UTF-8 (truncated sequence at offset " << i << ")");
-    for (int k = 1; k <= extra; ++k) {
-      const auto b = static_cast<unsigned char>(s[i + k]);
-      VC_CHECK((b & 0xC0) == 0x80, what << " is not valid UTF-8 (bad continuation byte at offset " << i + k << ")");
-      cp = (cp << 6) | (b & 0x3F);
-    }
-    static const char32_t min_for_length[4] = {0, 0x80, 0x800, 0x10000};
-    VC_CHECK(cp >= min_for_length[extra] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF),
-             what << " is not valid UTF-8 (overlong or out-of-range sequence at offset " << i << ")");
-    out.push_back(cp);
-    i += static_cast<size_t>(extra) + 1;
-  }
-  return out;
+// transformers' has_non_roman_characters: any character outside ASCII.
+bool has_non_ascii(const std::u32string& s) {
+  return std::any_of(s.begin(), s.end(), [](char32_t c) { return c > 0x7F; });
 }
 
-void append_utf8(char32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
-std::string to_utf8(char32_t cp) {
-  std::string s;
-  append_utf8(cp, s);
-  return s;
-}
-
-// Python's chr(cp).lower().
-void append_lower(char32_t cp, std::u32string& out) {
-  if (cp < 0x80) {
-    out.push_back(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
-    return;
-  }
-  for (const LowercaseExpansion& e : kLowercaseExpansions) {
-    if (e.code_point == cp) {
-      out.append(e.lower, static_cast<size_t>(e.count));
-      return;
-    }
-  }
-  for (const LowercaseRun& r : kLowercaseRuns) {
-    if (cp >= r.first && cp <= r.last && (cp - r.first) % static_cast<char32_t>(r.step) == 0) {
-      out.push_back(static_cast<char32_t>(static_cast<int64_t>(cp) + r.delta));
-      return;
-    }
-  }
-  out.push_back(cp);
-}
-
-bool is_python_space(char32_t cp) {
-  return std::find(std::begin(kWhitespace), std::end(kWhitespace), cp) != std::end(kWhitespace);
-}
-
-std::u32string python_strip(const std::u32string& s) {
-  size_t b = 0, e = s.size();
-  while (b < e && is_python_space(s[b])) ++b;
-  while (e > b && is_python_space(s[e - 1])) --e;
-  return s.substr(b, e - b);
-}
+// The language transformers passes to phonemizer, whatever tokenizer_config.json says.
+const char* const kPhonemizerLanguage = "en-us";
 
 std::string quoted_list(const std::vector<std::string>& items) {
   std::ostringstream os;
@@ -212,8 +122,8 @@ Tokenizer Tokenizer::from_dir(const std::string& model_dir) {
     vocab.emplace_back(it.key(), static_cast<int32_t>(id.get<int64_t>()));
   }
 
-  // Without tokenizer_config.json: transformers' defaults, except phonemize (unsupported).
-  bool add_blank = true, normalize = true;
+  // Without tokenizer_config.json: transformers' defaults, except phonemize (an mms-tts directory).
+  bool add_blank = true, normalize = true, phonemize = false, is_uroman = false;
   std::string pad_token = "<pad>", unk_token = "<unk>", language;
   std::ifstream probe(model_dir + "/tokenizer_config.json");
   if (probe) {
@@ -221,12 +131,11 @@ Tokenizer Tokenizer::from_dir(const std::string& model_dir) {
     const std::string config_path = model_dir + "/tokenizer_config.json";
     const ordered_json config = read_json_file(config_path);
     VC_CHECK(config.is_object(), config_path << ": must be a JSON object, got " << config.type_name());
-    VC_CHECK(!read_bool(config, "phonemize", false, config_path),
-             config_path << ": phonemize=true (espeak phonemes) is not supported; only character vocabularies "
-                         << "(mms-tts style, phonemize=false) are");
-    VC_CHECK(!read_bool(config, "is_uroman", false, config_path),
-             config_path << ": is_uroman=true (uroman romanisation) is not supported; romanise the text "
-                         << "beforehand and use a tokenizer_config.json with is_uroman=false");
+    phonemize = read_bool(config, "phonemize", false, config_path);
+    is_uroman = read_bool(config, "is_uroman", false, config_path);
+    VC_CHECK(!(phonemize && is_uroman),
+             config_path << ": phonemize=true together with is_uroman=true (romanised text phonemised as English) "
+                         << "is not supported; one front-end at a time");
     add_blank = read_bool(config, "add_blank", add_blank, config_path);
     normalize = read_bool(config, "normalize", normalize, config_path);
     if (config.contains("pad_token") && !config["pad_token"].is_null())
@@ -241,6 +150,7 @@ Tokenizer Tokenizer::from_dir(const std::string& model_dir) {
   }
   Tokenizer t = from_ordered_vocab(vocab, add_blank, normalize, pad_token, unk_token);
   t.language_ = language;
+  t.front_end_ = phonemize ? FrontEnd::Phonemes : is_uroman ? FrontEnd::Uroman : FrontEnd::Characters;
   return t;
 }
 
@@ -250,57 +160,114 @@ int32_t Tokenizer::pad_id() const {
   return it->second;
 }
 
-TokenizerResult Tokenizer::encode(const std::string& text) const {
-  const std::u32string input = decode_utf8(text, "text");
-  VC_CHECK(!python_strip(input).empty(), "empty text: nothing to tokenize");
+const char* front_end_name(FrontEnd f) {
+  switch (f) {
+    case FrontEnd::Characters: return "characters";
+    case FrontEnd::Uroman: return "uroman";
+    case FrontEnd::Phonemes: return "phonemes";
+  }
+  return "?";
+}
 
-  std::u32string normalized;
-  if (normalize_) {
-    // Vocab keys grouped by their first character, each group in vocab order.
-    std::vector<std::u32string> words;
-    std::unordered_map<char32_t, std::vector<size_t>> words_by_first;
-    for (const std::string& key : vocab_order_) {
-      words.push_back(decode_utf8(key, "vocabulary key"));
-      words_by_first[words.back()[0]].push_back(words.size() - 1);
+std::string Tokenizer::front_end_description() const {
+  switch (front_end_) {
+    case FrontEnd::Characters: return "characters";
+    case FrontEnd::Uroman:
+      return std::string("uroman (PyPI uroman, ") + (uroman_available() ? "installed" : "not installed") + ")";
+    case FrontEnd::Phonemes: return "phonemes (espeak-ng " + espeak_ng_version() + ", " + kPhonemizerLanguage + ")";
+  }
+  return "?";
+}
+
+TokenizerResult Tokenizer::encode(const std::string& text) const {
+  VC_CHECK(!python_strip(decode_utf8(text, "text")).empty(), "empty text: nothing to tokenize");
+  return encode_front_end_text(front_end_texts({text})[0], text);
+}
+
+std::vector<std::string> Tokenizer::front_end_texts(const std::vector<std::string>& texts) const {
+  std::vector<std::string> out;
+  out.reserve(texts.size());
+  // Texts that uroman romanises: their index in `out`.
+  std::vector<size_t> to_romanise;
+  for (const std::string& text : texts) {
+    const std::u32string input = decode_utf8(text, "text");
+    if (python_strip(input).empty()) {  // encode() says so; a batch goes on
+      out.emplace_back();
+      continue;
     }
-    size_t i = 0;
-    while (i < input.size()) {
-      bool matched = false;
-      auto group = words_by_first.find(input[i]);
-      if (group != words_by_first.end()) {
-        for (size_t w : group->second) {
-          const std::u32string& word = words[w];
-          if (input.compare(i, word.size(), word) == 0) {
-            normalized += word;
-            i += word.size();
-            matched = true;
-            break;
-          }
+    std::u32string normalized = normalize_ ? normalize(input) : input;
+    if (language_ == "ron") std::replace(normalized.begin(), normalized.end(), char32_t(0x021B), char32_t(0x0163));
+    if (front_end_ == FrontEnd::Uroman && has_non_ascii(normalized)) to_romanise.push_back(out.size());
+    out.push_back(to_utf8(normalized));
+  }
+  if (!to_romanise.empty()) {
+    std::vector<std::string> batch;
+    for (size_t i : to_romanise) batch.push_back(out[i]);
+    std::vector<std::string> romanised = uroman_romanize(batch);
+    for (size_t k = 0; k < to_romanise.size(); ++k) out[to_romanise[k]] = std::move(romanised[k]);
+  }
+  if (front_end_ == FrontEnd::Phonemes)
+    for (std::string& t : out) t = phonemize_espeak(t, kPhonemizerLanguage);
+  return out;
+}
+
+std::u32string Tokenizer::normalize(const std::u32string& input) const {
+  // Vocab keys grouped by their first character, each group in vocab order.
+  std::vector<std::u32string> words;
+  std::unordered_map<char32_t, std::vector<size_t>> words_by_first;
+  for (const std::string& key : vocab_order_) {
+    words.push_back(decode_utf8(key, "vocabulary key"));
+    words_by_first[words.back()[0]].push_back(words.size() - 1);
+  }
+  std::u32string normalized;
+  size_t i = 0;
+  while (i < input.size()) {
+    bool matched = false;
+    auto group = words_by_first.find(input[i]);
+    if (group != words_by_first.end()) {
+      for (size_t w : group->second) {
+        const std::u32string& word = words[w];
+        if (input.compare(i, word.size(), word) == 0) {
+          normalized += word;
+          i += word.size();
+          matched = true;
+          break;
         }
       }
-      if (!matched) append_lower(input[i++], normalized);
     }
-  } else {
-    normalized = input;
+    if (!matched) append_python_lower(input[i++], normalized);
   }
-  if (language_ == "ron") std::replace(normalized.begin(), normalized.end(), char32_t(0x021B), char32_t(0x0163));
+  return normalized;
+}
+
+TokenizerResult Tokenizer::encode_front_end_text(const std::string& front_end_text, const std::string& original) const {
+  const std::u32string normalized = decode_utf8(front_end_text, "text");
+  const bool phonemes = front_end_ == FrontEnd::Phonemes;
+  const auto unk = vocab_.find(unk_token_);
+  const bool map_to_unk = phonemes && !unk_token_.empty() && unk != vocab_.end();
 
   TokenizerResult result;
+  result.front_end_text = front_end_text;
   std::u32string kept;
   for (char32_t c : normalized) {
     const std::string ch = to_utf8(c);
     if (vocab_.count(ch)) {
       kept.push_back(c);
+    } else if (map_to_unk) {
+      kept.push_back(c);  // takes unk_token's id below
     } else if (std::find(result.dropped.begin(), result.dropped.end(), ch) == result.dropped.end()) {
       result.dropped.push_back(ch);
     }
   }
-  // transformers strips only in the normalising branch.
-  if (normalize_) kept = python_strip(kept);
+  // transformers strips only in the normalising branch without phonemes.
+  if (normalize_ && !phonemes) kept = python_strip(kept);
   VC_CHECK(!kept.empty(), "no character of the text is in the tokenizer vocabulary"
                               << (result.dropped.empty() ? std::string()
                                                          : " (dropped: " + quoted_list(result.dropped) + ")")
-                              << "; text: \"" << text << "\"");
+                              << "; text: \"" << original << "\""
+                              << (front_end_ == FrontEnd::Characters ? std::string()
+                                                                     : std::string(", ") + front_end_name(front_end_) +
+                                                                           ": \"" + front_end_text + "\""));
 
   // Special tokens that are vocab keys split the text; each is emitted alone.
   std::vector<std::pair<std::u32string, int32_t>> splitters;
@@ -317,7 +284,8 @@ TokenizerResult Tokenizer::encode(const std::string& text) const {
     if (piece.empty()) return;
     if (add_blank_) result.ids.push_back(blank_id());
     for (char32_t c : piece) {
-      result.ids.push_back(vocab_.at(to_utf8(c)));
+      const auto it = vocab_.find(to_utf8(c));
+      result.ids.push_back(it != vocab_.end() ? it->second : unk->second);
       if (add_blank_) result.ids.push_back(blank_id());
     }
     piece.clear();

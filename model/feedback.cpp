@@ -12,6 +12,7 @@
 #include "engine/random.h"
 #include "io/audio.h"
 #include "io/dataset.h"
+#include "io/unicode_text.h"
 #include "model/model_dir.h"
 #include "model/prepare.h"
 #include "model/training_objective.h"
@@ -71,16 +72,38 @@ int feedback_generate(const FeedbackGenerateOptions& o) {
   std::ostringstream tsv;
   tsv << kReviewHeader << "\n";
   std::string line;
-  int n = 0, ok = 0, line_no = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
+  std::vector<std::pair<int, std::string>> sentences;  // line number, text
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     VC_CHECK(line.find('\t') == std::string::npos, o.sentences_path << ":" << line_no << ": tabs are not allowed in a sentence");
+    sentences.emplace_back(line_no, line);
+  }
+  // The sentences through the text front-end at once (one uroman run); one that is not valid UTF-8 is left
+  // out and fails alone below.
+  std::vector<std::string> texts, front_end_texts(sentences.size());
+  std::vector<size_t> valid;
+  for (size_t k = 0; k < sentences.size(); ++k) {
+    try {
+      io::decode_utf8(sentences[k].second, "sentence");
+    } catch (const Error&) {
+      continue;
+    }
+    texts.push_back(sentences[k].second);
+    valid.push_back(k);
+  }
+  std::vector<std::string> front = loaded.tokenizer.front_end_texts(texts);
+  for (size_t i = 0; i < valid.size(); ++i) front_end_texts[valid[i]] = std::move(front[i]);
+  int n = 0, ok = 0;
+  for (size_t k = 0; k < sentences.size(); ++k) {
+    const int line_no = sentences[k].first;
+    line = sentences[k].second;
     char id[16];
     std::snprintf(id, sizeof id, "%04d", ++n);
     try {
-      io::TokenizerResult tokens = loaded.tokenizer.encode(line);
+      io::TokenizerResult tokens = front_end_texts[k].empty()
+                                       ? loaded.tokenizer.encode(line)
+                                       : loaded.tokenizer.encode_front_end_text(front_end_texts[k], line);
       SynthesisOptions so;
       so.seed = o.seed + static_cast<uint64_t>(n);
       so.speaker_id = o.speaker;

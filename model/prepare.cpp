@@ -16,7 +16,9 @@
 #include "io/audio.h"
 #include "io/dataset.h"
 #include "io/hf_config.h"
+#include "io/phonemizer.h"
 #include "io/tokenizer.h"
+#include "io/unicode_text.h"
 #include "model/model_dir.h"
 
 namespace fs = std::filesystem;
@@ -120,9 +122,12 @@ struct Outcome {
   std::vector<int32_t> ids;
   std::vector<float> samples;
   std::vector<std::string> dropped;
+  std::string front_end_text;
 };
 
-Outcome examine(const io::ManifestEntry& e, const Context& ctx) {
+// `front_end_text`: the row's text after the tokenizer's front-end (Tokenizer::front_end_texts), computed for
+// all rows at once.
+Outcome examine(const io::ManifestEntry& e, const std::string& front_end_text, const Context& ctx) {
   Outcome o;
   auto reject = [&o](const char* reason, std::string detail) {
     o.reason = reason;
@@ -147,7 +152,7 @@ Outcome examine(const io::ManifestEntry& e, const Context& ctx) {
   if (bad != std::string::npos) return reject("bad_text", "not valid UTF-8 at byte " + std::to_string(bad));
   io::TokenizerResult tokens;
   try {
-    tokens = ctx.tokenizer->encode(e.text);
+    tokens = ctx.tokenizer->encode_front_end_text(front_end_text, e.text);
   } catch (const Error& err) {
     return reject("no_vocab_chars", err.what());
   }
@@ -199,6 +204,7 @@ Outcome examine(const io::ManifestEntry& e, const Context& ctx) {
   o.ids = std::move(tokens.ids);
   o.samples = std::move(samples);
   o.dropped = std::move(tokens.dropped);
+  o.front_end_text = std::move(tokens.front_end_text);
   return o;
 }
 
@@ -209,6 +215,7 @@ struct AcceptedRow {
   double seconds;
   size_t tokens;
   int speaker;
+  std::string text, front_end_text;
   std::string dropped;
 };
 
@@ -225,8 +232,10 @@ void move_item(const std::string& from, size_t index, const std::string& to, int
   target.finish();
 }
 
-// Refuses to replace caches made with another tokenizer unless forced.
-void check_overwrite(const std::string& out, uint64_t hash, bool force, const std::string& model_dir) {
+// Refuses to replace caches made with another tokenizer unless forced; names the front-ends when they differ.
+void check_overwrite(const std::string& out, uint64_t hash, bool force, const std::string& model_dir,
+                     const io::Tokenizer& tokenizer) {
+  std::string stored_front_end;
   std::vector<std::string> conflicts;
   for (const char* name : {"train.vcds", "eval.vcds"}) {
     const std::string p = (fs::path(out) / name).string();
@@ -244,6 +253,8 @@ void check_overwrite(const std::string& out, uint64_t hash, bool force, const st
     try {
       const nlohmann::json j = nlohmann::json::parse(read_file(json_path));
       const std::string stored = j.value("tokenizer_hash", "");
+      // Caches from before the front-ends were recorded hold character tokens.
+      stored_front_end = j.value("front_end", io::front_end_name(io::FrontEnd::Characters));
       if (stored != hex64(hash)) conflicts.push_back("prepare.json (tokenizer " + stored + ")");
     } catch (const std::exception&) {
     }
@@ -251,8 +262,13 @@ void check_overwrite(const std::string& out, uint64_t hash, bool force, const st
   if (conflicts.empty() || force) return;
   std::string list;
   for (const auto& c : conflicts) list += (list.empty() ? "" : ", ") + c;
-  VC_FAIL(out << " holds data prepared with a different tokenizer: " << list << "; the tokenizer of " << model_dir
-              << " is " << hex64(hash) << ". Pass --force to replace it, or choose another --out");
+  const std::string front_end = io::front_end_name(tokenizer.front_end());
+  const std::string front_ends =
+      !stored_front_end.empty() && stored_front_end != front_end
+          ? " (text front-end " + stored_front_end + "; " + model_dir + " uses " + front_end + ")"
+          : "";
+  VC_FAIL(out << " holds data prepared with a different tokenizer" << front_ends << ": " << list << "; the tokenizer of "
+              << model_dir << " is " << hex64(hash) << ". Pass --force to replace it, or choose another --out");
 }
 
 }  // namespace
@@ -277,6 +293,9 @@ uint64_t tokenizer_hash(const std::string& model_dir) {
     }
     for (const char* key : {"add_blank", "normalize", "pad_token", "unk_token", "language", "phonemize", "is_uroman"})
       if (config.contains(key)) settings[key] = config[key];
+    // Another espeak-ng may phonemise differently.
+    if (settings.contains("phonemize") && settings["phonemize"].is_boolean() && settings["phonemize"].get<bool>())
+      settings["espeak_ng"] = io::espeak_ng_version();
   }
   return fnv1a64(settings.dump(), fnv1a64(vocab.dump() + "\n"));
 }
@@ -323,7 +342,7 @@ class Preparation {
         train_path_((out_ / "train.vcds").string()),
         eval_path_((out_ / "eval.vcds").string()) {
     fs::create_directories(opt.out_dir);
-    check_overwrite(opt.out_dir, hash_, opt.force, opt.model_dir);
+    check_overwrite(opt.out_dir, hash_, opt.force, opt.model_dir, tokenizer_);
     // A run that dies half way must not leave the old summary describing new caches.
     fs::remove(out_ / "prepare.json");
     start_summary();
@@ -335,6 +354,7 @@ class Preparation {
   // until the manifest or --max-samples ends.
   void examine_manifest() {
     const Context ctx = examination_context();
+    compute_front_end_texts();
     const size_t chunk = static_cast<size_t>(opt_.threads) * 16;
     size_t next = 0;
     auto last_report = start_;
@@ -406,12 +426,13 @@ class Preparation {
 
   void write_accepted_tsv() const {
     std::ostringstream accepted_tsv;
-    accepted_tsv << "id\tline\tsplit\tseconds\ttokens\tspeaker\tdropped_chars\n";
+    accepted_tsv << "id\tline\tsplit\tseconds\ttokens\tspeaker\ttext\tfront_end_text\tdropped_chars\n";
     for (const auto& a : accepted_) {
       char seconds[32];
       std::snprintf(seconds, sizeof seconds, "%.3f", a.seconds);
       accepted_tsv << tsv_field(a.id) << '\t' << a.line << '\t' << (a.eval ? "eval" : "train") << '\t' << seconds
-                   << '\t' << a.tokens << '\t' << a.speaker << '\t' << tsv_field(a.dropped) << '\n';
+                   << '\t' << a.tokens << '\t' << a.speaker << '\t' << tsv_field(a.text) << '\t'
+                   << tsv_field(a.front_end_text) << '\t' << tsv_field(a.dropped) << '\n';
     }
     write_file_atomic((out_ / "accepted.tsv").string(), accepted_tsv.str());
   }
@@ -433,6 +454,7 @@ class Preparation {
     j["audio_dir"] = fs::absolute(audio_dir_).lexically_normal().string();
     j["model_dir"] = sum_.model_dir;
     j["tokenizer_hash"] = hex64(hash_);
+    j["front_end"] = io::front_end_name(tokenizer_.front_end());
     j["sample_rate"] = sum_.sample_rate;
     j["hop_length"] = sum_.hop;
     j["num_speakers"] = config_.num_speakers;
@@ -464,7 +486,34 @@ class Preparation {
     sum_.sample_rate = config_.sampling_rate;
     sum_.hop = config_.total_upsample();
     sum_.tokenizer_hash = hash_;
+    sum_.front_end = io::front_end_name(tokenizer_.front_end());
     for (const auto& r : manifest_.rejected) sum_.rejected.push_back({r.id, r.line, r.path, r.reason, r.detail});
+  }
+
+  // Every row's text through the tokenizer's front-end in one batch (uroman runs once for the corpus). Rows
+  // whose text is not valid UTF-8 get none: examine() rejects them first.
+  void compute_front_end_texts() {
+    std::vector<std::string> texts;
+    std::vector<size_t> rows;
+    for (size_t i = 0; i < manifest_.entries.size(); ++i) {
+      const std::string& text = manifest_.entries[i].text;
+      if (is_blank(text) || invalid_utf8_at(text) != std::string::npos) continue;
+      try {
+        io::decode_utf8(text, "text");
+      } catch (const Error&) {
+        continue;
+      }
+      texts.push_back(text);
+      rows.push_back(i);
+    }
+    if (tokenizer_.front_end() != io::FrontEnd::Characters && opt_.progress) {
+      std::fprintf(opt_.progress, "prepare: %zu texts through the %s front-end\n", texts.size(),
+                   tokenizer_.front_end_description().c_str());
+      std::fflush(opt_.progress);
+    }
+    std::vector<std::string> front = tokenizer_.front_end_texts(texts);
+    front_end_texts_.assign(manifest_.entries.size(), std::string());
+    for (size_t k = 0; k < rows.size(); ++k) front_end_texts_[rows[k]] = std::move(front[k]);
   }
 
   Context examination_context() const {
@@ -485,7 +534,7 @@ class Preparation {
 #pragma omp parallel for num_threads(opt_.threads) schedule(dynamic, 1)
     for (long k = 0; k < static_cast<long>(n); ++k) {
       try {
-        outcomes[k] = examine(manifest_.entries[first + k], ctx);
+        outcomes[k] = examine(manifest_.entries[first + k], front_end_texts_[first + k], ctx);
       } catch (const std::exception& e) {
         outcomes[k].fatal = std::string("while preparing ") + manifest_.entries[first + k].audio_path + ": " + e.what();
       }
@@ -526,7 +575,7 @@ class Preparation {
       ++sum_.dropped_chars[c];
     }
     if (!o.dropped.empty()) ++sum_.utterances_with_dropped_chars;
-    accepted_.push_back({e.id, e.line, to_eval, seconds, o.ids.size(), speaker, dropped});
+    accepted_.push_back({e.id, e.line, to_eval, seconds, o.ids.size(), speaker, e.text, o.front_end_text, dropped});
   }
 
   double elapsed() const {
@@ -545,6 +594,7 @@ class Preparation {
   PrepareSummary sum_;
   std::unique_ptr<io::DatasetWriter> train_, eval_;
   std::vector<AcceptedRow> accepted_;
+  std::vector<std::string> front_end_texts_;  // per manifest entry
   size_t min_key_train_ = 0, max_key_eval_ = 0;
   double min_key_ = 2, max_key_ = -1;
 };
@@ -566,7 +616,7 @@ std::string format_prepare_summary(const PrepareSummary& s) {
   std::ostringstream os;
   os << "prepare: " << s.manifest_rows << " rows in " << s.manifest_path << " (" << s.manifest_format << ")\n";
   os << "  model " << s.model_dir << ": " << s.sample_rate << " Hz, hop " << s.hop << ", tokenizer "
-     << hex64(s.tokenizer_hash) << "\n";
+     << hex64(s.tokenizer_hash) << " (" << s.front_end << " front-end)\n";
   char line[256];
   std::snprintf(line, sizeof line, "  %-22s %6zu  (%s of audio; train %zu, eval %zu)\n", "accepted", s.accepted,
                 hours_minutes(s.train_seconds + s.eval_seconds).c_str(), s.train_items, s.eval_items);

@@ -64,6 +64,7 @@ struct PrepareSummary {
   double train_seconds = 0, eval_seconds = 0;
   int sample_rate = 0, hop = 0;
   uint64_t tokenizer_hash = 0;
+  std::string front_end;  // io::front_end_name of the model's tokenizer
   std::vector<PrepareRejection> rejected;  // sorted by line
   std::map<std::string, size_t> rejected_by_reason;
   std::map<std::string, size_t> dropped_chars;  // character -> utterances in which it was dropped
@@ -80,7 +81,7 @@ PrepareSummary prepare_dataset(const PrepareOptions& options);
 std::string format_prepare_summary(const PrepareSummary& summary);
 
 // Identity of a model directory's tokenizer: vocab.json (with its key order) and the
-// tokenizer_config.json settings that change tokenization. Stored in the caches' headers, so that
+// tokenizer_config.json settings that change tokenization (with phonemize=true, espeak-ng's version too). Stored in the caches' headers, so that
 // training can refuse a cache made for another vocabulary.
 uint64_t tokenizer_hash(const std::string& model_dir);
 

@@ -387,6 +387,43 @@ TEST(Prepare, RefusesToReplaceACacheOfAnotherTokenizerUnlessForced) {
   EXPECT_EQ(io::DatasetReader::open(dir + "/data/train.vcds").tokenizer_hash(), model::tokenizer_hash(other));
 }
 
+TEST(Prepare, RecordsTheTextFrontEndAndRefusesACacheOfAnotherByName) {
+  const std::string dir = vitscuda::testing::temp_dir("prepare_front_end");
+  const std::string manifest = make_mixed_corpus(dir + "/corpus");
+  // tiny_sdp with the vits-ljs-style phoneme tokenizer of tests/data/io/frontends (178 symbols).
+  const std::string phonemes = dir + "/phoneme_model";
+  fs::create_directories(phonemes);
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(model::read_file(model_dir() + "/config.json"));
+  config["vocab_size"] = 178;
+  std::ofstream(phonemes + "/config.json") << config.dump(2);
+  for (const char* f : {"vocab.json", "tokenizer_config.json"})
+    fs::copy_file(fs::path(vitscuda::testing::data_path("io/frontends/vits_ljs")) / f, fs::path(phonemes) / f);
+
+  model::PrepareOptions o = options_for(manifest, dir + "/data");
+  o.model_dir = phonemes;
+  const model::PrepareSummary s = model::prepare_dataset(o);
+  EXPECT_EQ(s.front_end, "phonemes");
+  EXPECT_GE(s.accepted, 1u);
+  const nlohmann::json j = nlohmann::json::parse(read_text(dir + "/data/prepare.json"));
+  EXPECT_EQ(j.value("front_end", ""), "phonemes");
+  // The text beside its phonemes; "Hello world" gives these in tests/data/io/frontend_cases.json.
+  const std::string accepted_tsv = read_text(dir + "/data/accepted.tsv");
+  EXPECT_NE(accepted_tsv.find("\ttext\tfront_end_text\tdropped_chars\n"), std::string::npos) << accepted_tsv;
+  EXPECT_NE(accepted_tsv.find("\tHello world.\th\xC9\x99l\xCB\x88o\xCA\x8A w\xCB\x88\xC9\x9C\xCB\x90ld."),
+            std::string::npos)
+      << accepted_tsv;
+
+  // The characters model's cache cannot replace it unnoticed: the message names both front-ends.
+  try {
+    model::prepare_dataset(options_for(manifest, dir + "/data"));
+    ADD_FAILURE() << "a cache of another front-end was replaced without --force";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("text front-end phonemes"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("uses characters"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(io::DatasetReader::open(dir + "/data/train.vcds").tokenizer_hash(), model::tokenizer_hash(phonemes));
+}
+
 TEST(Prepare, NothingAcceptedWritesOnlyTheRejections) {
   const std::string dir = vitscuda::testing::temp_dir("prepare_all_bad");
   fs::create_directories(dir + "/wavs");

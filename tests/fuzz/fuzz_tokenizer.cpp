@@ -4,6 +4,7 @@
 // Input: VOCAB_JSON [SEP CONFIG_JSON [SEP TEXT]...] with SEP = "\n==\n". A raw newline cannot
 // occur inside a JSON string, so the separator never splits a valid JSON document.
 #include <cstdint>
+#include <cstdlib>
 #include <set>
 #include <string>
 
@@ -17,6 +18,9 @@ using namespace vitscuda;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string dir = [] {
+    // uroman (is_uroman=true) is a Python process per call, far too slow per input: its missing-install
+    // error path is fuzzed instead. The phoneme front-end (libespeak-ng) runs for real.
+    ::setenv("VITSCUDA_UROMAN_PYTHON", "/nonexistent/uroman-python", 1);
     const std::string d = fuzz::scratch_dir() + "/model";
     std::filesystem::create_directories(d);
     return d;

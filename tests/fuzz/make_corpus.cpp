@@ -135,6 +135,14 @@ void tokenizer_seeds() {
     for (const auto& c : t["cases"]) custom += sep + c["text"].get<std::string>();
     seed("fuzz_tokenizer", "custom_case_keys", custom);
   }
+  // The front-ends: espeak phonemes (run by the target) and uroman (its missing-install error, see fuzz_tokenizer.cpp).
+  const nlohmann::json front_end_cases = nlohmann::json::parse(repo("tests/data/io/frontend_cases.json"));
+  for (const auto& t : front_end_cases["tokenizers"]) {
+    const std::string tok_dir = "tests/data/io/" + t["dir"].get<std::string>();
+    std::string seed_text = repo(tok_dir + "/vocab.json") + sep + repo(tok_dir + "/tokenizer_config.json");
+    for (const auto& c : t["cases"]) seed_text += sep + c["text"].get<std::string>();
+    seed("fuzz_tokenizer", "front_end_" + t["name"].get<std::string>(), seed_text);
+  }
   seed("fuzz_tokenizer", "special_tokens",
        R"({"<pad>": 0, "a": 1, "b": 2, "<unk>": 3, "ab": 4})" + sep +
            R"({"add_blank": false, "normalize": false, "pad_token": {"content": "<pad>"}, "unk_token": "<unk>", "language": "ron"})" +

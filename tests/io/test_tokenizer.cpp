@@ -152,16 +152,19 @@ TEST(Tokenizer, RomanianCommaBelowIsReplaced) {
   EXPECT_EQ(r.ids, (std::vector<int32_t>{0, 1, 0, 2, 0}));
 }
 
-TEST(Tokenizer, RejectsPhonemizerAndUroman) {
-  const std::string dir = temp_dir("tokenizer_unsupported");
+TEST(Tokenizer, FrontEndComesFromTheConfig) {
+  const std::string dir = temp_dir("tokenizer_front_ends");
   write_file(dir + "/vocab.json", R"({"k": 0, "a": 1})");
   write_file(dir + "/tokenizer_config.json", R"({"phonemize": true, "pad_token": "k"})");
-  std::string msg = error_of([&] { Tokenizer::from_dir(dir); });
-  EXPECT_NE(msg.find("phonemize"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("not supported"), std::string::npos) << msg;
+  EXPECT_EQ(Tokenizer::from_dir(dir).front_end(), FrontEnd::Phonemes);
   write_file(dir + "/tokenizer_config.json", R"({"phonemize": false, "is_uroman": true, "pad_token": "k"})");
-  msg = error_of([&] { Tokenizer::from_dir(dir); });
-  EXPECT_NE(msg.find("is_uroman"), std::string::npos) << msg;
+  EXPECT_EQ(Tokenizer::from_dir(dir).front_end(), FrontEnd::Uroman);
+  write_file(dir + "/tokenizer_config.json", R"({"phonemize": false, "pad_token": "k"})");
+  EXPECT_EQ(Tokenizer::from_dir(dir).front_end(), FrontEnd::Characters);
+  // Both at once: romanised text phonemised as English is no checkpoint's front-end.
+  write_file(dir + "/tokenizer_config.json", R"({"phonemize": true, "is_uroman": true, "pad_token": "k"})");
+  const std::string msg = error_of([&] { Tokenizer::from_dir(dir); });
+  EXPECT_NE(msg.find("phonemize=true together with is_uroman=true"), std::string::npos) << msg;
   EXPECT_NE(msg.find("not supported"), std::string::npos) << msg;
 }
 
