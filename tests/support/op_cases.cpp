@@ -11,10 +11,10 @@
 #include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "kernels/stft_mel.h"
 #include "support/test_support.h"
 #if VITSCUDA_HAVE_CUDA
 #include "kernels/conv1d.h"
-#include "kernels/stft_mel.h"
 #endif
 
 namespace vitscuda::testing {
