@@ -110,6 +110,8 @@ ld_path="$run_dir/lib"
 for d in "${cuda_dirs[@]}"; do ld_path="$ld_path:$d"; done
 [[ -n "$orig_ld" ]] && ld_path="$ld_path:$orig_ld"
 export LD_LIBRARY_PATH="$ld_path"
+# The phoneme front-end's espeak-ng tables travel in the pack (scripts/gpu_pack.sh).
+[[ -d "$run_dir/lib/espeak-ng-data" ]] && export ESPEAK_DATA_PATH="$run_dir/lib"
 # Our libstdc++ only where the machine's is older than the binaries need.
 if ldd "$bin/bench_kernels" 2>&1 | grep -q "GLIBCXX.*not found"; then
   export LD_LIBRARY_PATH="$run_dir/lib/fallback:$LD_LIBRARY_PATH"

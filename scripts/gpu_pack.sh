@@ -84,6 +84,13 @@ for name in "${!bundled[@]}"; do
   cp -L "${bundled[$name]}" "$dest/$name"
   chmod 644 "$dest/$name"
 done
+# libespeak-ng reads its phoneme tables and dictionaries at run time: the English ones travel with it
+# (the phoneme front-end's language), and scripts/gpu_check.sh points ESPEAK_DATA_PATH at them.
+espeak_data="$(pkg-config --variable=libdir espeak-ng 2>/dev/null || echo /usr/lib/x86_64-linux-gnu)/espeak-ng-data"
+[[ -d "$espeak_data" ]] || die "espeak-ng-data not found at $espeak_data (libespeak-ng-dev: scripts/setup.sh)"
+mkdir -p "$stage/lib/espeak-ng-data"
+for f in phontab phonindex phondata intonations en_dict; do cp -L "$espeak_data/$f" "$stage/lib/espeak-ng-data/"; done
+cp -rL "$espeak_data/voices" "$espeak_data/lang" "$stage/lib/espeak-ng-data/" 2>/dev/null || true
 glibc_needed="$(objdump -T "$stage"/bin/* "$stage"/lib/*.so* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)"
 glibcxx_needed="$(objdump -T "$stage"/bin/* "$stage"/lib/*.so* 2>/dev/null | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1 || true)"
 
