@@ -73,14 +73,7 @@ double relative_error(const Tensor& a, const Tensor& b, double floor = 0.0) {
   return den > 0.0 ? diff / den : diff;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using vitscuda::testing::error_of;
 
 using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
 

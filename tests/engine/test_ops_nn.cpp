@@ -83,14 +83,7 @@ double relative_error(const Tensor& a, const Tensor& b) {
   return den > 0.0 ? diff / den : diff;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using vitscuda::testing::error_of;
 
 // ------------------------------------------------------------------ against PyTorch
 

@@ -87,14 +87,7 @@ std::vector<std::string> entries_of(const std::string& dir) {
   return names;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using vitscuda::testing::error_of;
 
 TEST(Checkpoint, RoundTripRestoresEveryPart) {
   const std::string dir = testing::temp_dir("ckpt_round_trip");

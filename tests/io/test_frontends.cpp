@@ -40,14 +40,7 @@ Tokenizer tokenizer_of(const ordered_json& t) {
   return Tokenizer::from_dir(data_path("io/" + t["dir"].get<std::string>()));
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const vitscuda::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using vitscuda::testing::error_of;
 
 // transformers' ids, where a symbol outside the vocabulary (with no unk_token in it) is None (JSON null):
 // such a symbol is dropped here instead, with the blank after it, since None is no id a model can take.

@@ -14,14 +14,7 @@ using nlohmann::json;
 using vitscuda::testing::data_path;
 using vitscuda::testing::temp_dir;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const vitscuda::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using vitscuda::testing::error_of;
 
 TEST(HfConfig, EmptyObjectGivesTransformersDefaults) {
   // transformers.VitsConfig() defaults (configuration_vits.py), which are facebook/mms-tts-eng's values.

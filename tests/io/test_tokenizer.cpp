@@ -23,14 +23,7 @@ ordered_json load_cases() {
   return ordered_json::parse(in);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const vitscuda::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using vitscuda::testing::error_of;
 
 std::vector<std::pair<std::string, int32_t>> vocab_of(const ordered_json& t) {
   std::vector<std::pair<std::string, int32_t>> vocab;

@@ -13,6 +13,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "common/error.h"
 #include "engine/random.h"
 #include "kernels/backend.h"
 
@@ -50,6 +51,15 @@ Tensor uniform_tensor(const Shape& shape, uint64_t seed, double lo, double hi) {
   Rng rng(seed);
   rng.fill_uniform(t, lo, hi);
   return t;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 bool cuda_available(std::string* why) { return kernels::cuda_device_available(why); }

@@ -1,5 +1,6 @@
 // Helpers shared by the test binaries.
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ std::string temp_dir(const std::string& name);
 Tensor normal_tensor(const Shape& shape, uint32_t seed, double scale = 1.0);
 // A float tensor of uniform values in [lo, hi) from the engine's Rng(seed).
 Tensor uniform_tensor(const Shape& shape, uint64_t seed, double lo = -1.0, double hi = 1.0);
+
+// The message of the vitscuda::Error that f throws, or "" when it throws none.
+std::string error_of(const std::function<void()>& f);
 
 // Whether a usable CUDA device is present; if not, why (for the skip message).
 bool cuda_available(std::string* why);
