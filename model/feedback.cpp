@@ -39,12 +39,7 @@ std::vector<TrainingItem> load_eval_items(const std::string& path) {
   if (!fs::exists(path)) return items;
   io::DatasetReader eval = io::DatasetReader::open(path);
   for (size_t i = 0; i < eval.size(); ++i) {
-    io::DatasetItem d = eval.item(i);
-    TrainingItem t;
-    t.ids = d.ids;
-    t.wave = d.samples;
-    t.speaker_id = d.speaker;
-    items.push_back(std::move(t));
+    items.push_back(training_item_of(eval.item(i)));
   }
   return items;
 }

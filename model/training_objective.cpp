@@ -7,6 +7,14 @@
 
 namespace vitscuda::model {
 
+TrainingItem training_item_of(io::DatasetItem&& item) {
+  TrainingItem t;
+  t.ids = std::move(item.ids);
+  t.wave = std::move(item.samples);
+  t.speaker_id = item.speaker;
+  return t;
+}
+
 std::vector<std::string> training_objective_names() { return {MelTrainer::kName}; }
 
 const std::string& require_training_objective_name(const std::string& name) {

@@ -11,6 +11,7 @@
 
 #include "engine/optimizer.h"
 #include "io/checkpoint.h"
+#include "io/dataset.h"
 #include "model/vits.h"
 
 namespace vitscuda::model {
@@ -21,6 +22,8 @@ struct TrainingItem {
   Tensor target_logmel;       // [n_mels, frames]: log-mel of the whole target (undefined: computed here)
   int speaker_id = -1;
 };
+// A prepared cache item as a training item (ids, waveform, speaker).
+TrainingItem training_item_of(io::DatasetItem&& item);  // takes only ids and samples from it
 
 // One named part of an objective's loss, e.g. {"mel", 0.42}.
 struct LossTerm {

@@ -323,9 +323,7 @@ bool TrainingRun::load_item(int64_t index, TrainingItem& item, std::string& reas
     detail = e.what();
     return false;
   }
-  item.ids = std::move(d.ids);
-  item.wave = std::move(d.samples);
-  item.speaker_id = d.speaker;
+  item = training_item_of(std::move(d));
   if (item.ids.empty()) reason = "no tokens";
   else if (static_cast<int64_t>(item.wave.size()) / hop < 1) reason = "shorter than one frame";
   for (int32_t id : item.ids)
@@ -462,12 +460,7 @@ void TrainingRun::evaluate() {
 std::vector<TrainingItem> TrainingRun::evaluation_batch() const {
   std::vector<TrainingItem> eb;
   for (size_t i = 0; i < std::min<size_t>(eval_->size(), 8); ++i) {
-    io::DatasetItem d = eval_->item(i);
-    TrainingItem t;
-    t.ids = d.ids;
-    t.wave = d.samples;
-    t.speaker_id = d.speaker;
-    eb.push_back(std::move(t));
+    eb.push_back(training_item_of(eval_->item(i)));
   }
   return eb;
 }

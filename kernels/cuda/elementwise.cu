@@ -394,6 +394,17 @@ __global__ void sum_mid_backward_kernel(const float* __restrict__ dy, float* __r
   }
 }
 
+BroadcastArgs broadcast_args(const int64_t* a_strides, const int64_t* b_strides, const int64_t* out_shape, int ndim) {
+  BroadcastArgs args{};
+  args.ndim = ndim;
+  for (int d = 0; d < ndim; ++d) {
+    args.shape[d] = out_shape[d];
+    args.a_strides[d] = a_strides[d];
+    args.b_strides[d] = b_strides[d];
+  }
+  return args;
+}
+
 // The operand has the output's shape, laid out contiguously (its strides are the output's wherever
 // a dimension is larger than 1).
 bool full_shaped(const int64_t* strides, const int64_t* shape, int ndim) {
@@ -422,13 +433,7 @@ void binary_forward_cuda(BinaryOp op, const float* a, const int64_t* a_strides, 
   if (full_shaped(a_strides, out_shape, ndim) && full_shaped(b_strides, out_shape, ndim)) {
     VC_LAUNCH(binary_same_shape_kernel, cuda::blocks_for(n, kThreads), kThreads, 0)(op, a, b, y, n);
   } else {
-    BroadcastArgs args{};
-    args.ndim = ndim;
-    for (int d = 0; d < ndim; ++d) {
-      args.shape[d] = out_shape[d];
-      args.a_strides[d] = a_strides[d];
-      args.b_strides[d] = b_strides[d];
-    }
+    const BroadcastArgs args = broadcast_args(a_strides, b_strides, out_shape, ndim);
     VC_LAUNCH(binary_broadcast_kernel, cuda::blocks_for(n, kThreads), kThreads, 0)(op, a, b, y, n, args);
   }
   VC_CHECK_LAUNCH("binary");
@@ -521,13 +526,7 @@ void binary_backward_cuda(BinaryOp op, const float* a, const int64_t* a_strides,
     float* grad = wrt_a ? da : db;
     if (!grad) continue;
     if (wrt_a ? a_full : b_full) {
-      BroadcastArgs args{};
-      args.ndim = ndim;
-      for (int d = 0; d < ndim; ++d) {
-        args.shape[d] = out_shape[d];
-        args.a_strides[d] = a_strides[d];
-        args.b_strides[d] = b_strides[d];
-      }
+      const BroadcastArgs args = broadcast_args(a_strides, b_strides, out_shape, ndim);
       const bool decode = reads_other && !(wrt_a ? b_full : a_full);
       if (decode)
         VC_LAUNCH(binary_backward_full_kernel<true>, cuda::blocks_for(n, kThreads), kThreads, 0)(op, wrt_a, a, b, dy,
