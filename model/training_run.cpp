@@ -476,9 +476,9 @@ void TrainingRun::add_synthesised_sample(const TrainingItem& item) {
   std::vector<float> audio = syn.waveform.to_float_vector();
   audio.resize(static_cast<size_t>(syn.sample_lengths[0]));
   events_->add_audio("eval/sample_0", audio, c.sampling_rate, state_.step);
-  const MelSpectrogram mel(mel_config_for(c));
-  if (audio.size() > static_cast<size_t>(mel.config().n_fft))
-    events_->add_image("eval/mel_0", io::render_spectrogram(mel.log_mel_of(audio)), state_.step);
+  if (!sample_mel_) sample_mel_.emplace(mel_config_for(c));
+  if (audio.size() > static_cast<size_t>(sample_mel_->config().n_fft))
+    events_->add_image("eval/mel_0", io::render_spectrogram(sample_mel_->log_mel_of(audio)), state_.step);
   events_->flush();
 }
 

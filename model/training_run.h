@@ -15,6 +15,7 @@
 #include "io/dataset.h"
 #include "io/metrics_log.h"
 #include "io/tensorboard.h"
+#include "model/mel.h"
 #include "model/model_dir.h"
 #include "model/training_objective.h"
 
@@ -134,6 +135,7 @@ class TrainingRun {
   io::TrainerState state_;
   std::unique_ptr<io::MetricsLog> metrics_;
   std::unique_ptr<io::EventWriter> events_;
+  std::optional<MelSpectrogram> sample_mel_;  // the evaluation sample's mel image (tables built once)
   std::set<int64_t> poisoned_attempts_;  // --inject-nan-steps
 
   bool tty_ = false;
