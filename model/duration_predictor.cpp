@@ -208,9 +208,9 @@ Tensor standard_normal_nll(const Tensor& z, const Tensor& mask) {
 }
 
 // The flow order of finetune-hf-vits and original VITS: the ElementwiseAffine first, without a flip
-// after it, then each ConvFlow followed by a channel flip (transformers' own forward also flips after
-// the ElementwiseAffine, which trains different parameters than the checkpoints were trained with).
-// Returns the flowed latents and the summed log|det| ([B]).
+// after it, then each ConvFlow followed by a channel flip. (transformers' own forward also flips after
+// the ElementwiseAffine, so each ConvFlow sees the other channel and the loss differs; inference is the
+// same in both.) Returns the flowed latents and the summed log|det| ([B]).
 std::pair<Tensor, Tensor> run_flows_forward(const io::VitsConfig& c, const ParameterStore& store,
                                             const std::string& flows, Tensor latents, const Tensor& mask,
                                             const Tensor& conditioning) {

@@ -233,9 +233,11 @@ TEST(DurationTraining, RejectsMismatchedInputs) {
   const Tensor durations = c.tensor("input.durations"), noise = c.tensor("input.noise");
   const int64_t B = hidden.dim(0), T = hidden.dim(2);
   const auto message = [&](const Tensor& d, const Tensor& n) {
-    return vitscuda::testing::error_of([&] { model::duration_predictor_loss(c.config, store, hidden, mask, Tensor(), d, n); });
+    return vitscuda::testing::error_of(
+        [&] { model::duration_predictor_loss(c.config, store, hidden, mask, Tensor(), d, n); });
   };
-  EXPECT_NE(message(Tensor(), noise).find("durations must be [2, 1, 7]"), std::string::npos) << message(Tensor(), noise);
+  EXPECT_NE(message(Tensor(), noise).find("durations must be [2, 1, 7]"), std::string::npos)
+      << message(Tensor(), noise);
   EXPECT_NE(message(Tensor::zeros({B, 1, T + 1}), noise).find("durations"), std::string::npos);
   EXPECT_NE(message(durations, Tensor()).find("noise (e_q) must be"), std::string::npos);
   EXPECT_NE(message(durations, Tensor::zeros({B, 1, T})).find("noise (e_q) must be"), std::string::npos);

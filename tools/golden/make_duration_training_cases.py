@@ -227,7 +227,8 @@ def make_case(mvt, name, fields, seed):
         hf_loss, _ = run(hf, modeling_vits, True, hidden, mask, speaker, durations, noise)
         difference = float((hf_loss - loss).abs().max())
         assert difference > 1e-2 * float(loss.abs().max()), (
-            f"{name}: transformers' flow order gives the same loss ({hf_loss} vs {loss}); the case cannot tell them apart")
+            f"{name}: transformers' flow order gives the same loss ({hf_loss} vs {loss}); "
+            "the case cannot tell them apart")
         lines.append(repr_line(f"{name}.loss_transformers_order", hf_loss))
         info += f", transformers' order: loss {hf_loss.tolist()}"
         # Inference is the same in both: a check that the two modules really hold the same parameters.
