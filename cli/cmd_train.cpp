@@ -36,6 +36,10 @@ void register_train(CLI::App& app, int& exit_status) {
                   "Steps between checkpoints (0: only the final one; default 200)");
   cmd->add_option("--keep-checkpoints", o->keep_checkpoints, "Checkpoints kept (default 3)");
   cmd->add_option("--eval-every", o->eval_every, "Steps between evaluations on eval.vcds (0: none; default 200)");
+  cmd->add_option("--eval-max-samples", o->eval_max_samples,
+                  "Evaluation utterances (at most 8) also synthesised free-running and scored like vitscuda eval: "
+                  "eval_mcd, eval_duration_ratio (0: none; default 4)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--log-every", o->log_every, "Steps between progress lines when not on a terminal (default 10)");
   cmd->add_option("--max-steps", o->max_steps, "Stop after N optimizer steps (default: no limit)");
   cmd->add_option("--max-error-rate", o->max_error_rate, "Stop when more than this fraction of samples fail (0.01)");

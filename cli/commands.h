@@ -13,5 +13,6 @@ void register_selftest(CLI::App& app);
 void register_train(CLI::App& app, int& exit_status);
 void register_feedback(CLI::App& app, int& exit_status);
 void register_verify(CLI::App& app);
+void register_eval(CLI::App& app);
 
 }  // namespace vitscuda::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   vitscuda::cli::register_train(app, exit_status);
   vitscuda::cli::register_feedback(app, exit_status);
   vitscuda::cli::register_verify(app);
+  vitscuda::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

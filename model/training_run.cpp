@@ -21,6 +21,7 @@
 #include "io/dataset.h"
 #include "io/metrics_log.h"
 #include "io/tensorboard.h"
+#include "model/evaluation.h"
 #include "model/model_dir.h"
 #include "model/trainer.h"
 
@@ -447,14 +448,38 @@ void TrainingRun::evaluate() {
   nlohmann::json record = {{"step", state_.step}, {"eval_loss", el.total}};
   if (el.terms.size() > 1)
     for (const LossTerm& t : el.terms) record["eval_loss_" + t.name] = t.value;
+  const std::optional<MeanScores> free_running = free_running_scores(eb);
+  if (free_running)
+    record.update({{"eval_mcd", free_running->mcd}, {"eval_logmel_l1_dtw", free_running->logmel_l1_dtw},
+                   {"eval_duration_ratio", free_running->duration_ratio}});
   metrics_->append(record);
   events_->add_scalar("eval/loss", el.total, state_.step);
+  if (free_running) {
+    events_->add_scalar("eval/mcd", free_running->mcd, state_.step);
+    events_->add_scalar("eval/logmel_l1_dtw", free_running->logmel_l1_dtw, state_.step);
+    events_->add_scalar("eval/duration_ratio", free_running->duration_ratio, state_.step);
+  }
   if (el.terms.size() > 1)
     for (const LossTerm& t : el.terms) events_->add_scalar("eval/loss_" + t.name, t.value, state_.step);
   add_synthesised_sample(eb[0]);
   if (!state_.best_eval_loss || el.total < *state_.best_eval_loss) state_.best_eval_loss = el.total;
   std::printf("%seval loss %.4f%s at step %lld\n", tty_ ? "\n" : "", el.total, terms_text(el.terms).c_str(),
               static_cast<long long>(state_.step));
+  if (free_running)
+    std::printf("eval free-running synthesis: MCD %.3f dB, log-mel L1 (DTW) %.4f, duration ratio %.3f\n",
+                free_running->mcd, free_running->logmel_l1_dtw, free_running->duration_ratio);
+}
+
+// The first eval_max_samples evaluation utterances synthesised free-running and scored against their
+// recordings, as `vitscuda eval --seed <the run's seed>` scores them; nullopt when there are none to score.
+std::optional<MeanScores> TrainingRun::free_running_scores(const std::vector<TrainingItem>& eb) {
+  const size_t n = std::min<size_t>(eb.size(), static_cast<size_t>(std::max<int64_t>(0, options_.eval_max_samples)));
+  if (n == 0) return std::nullopt;
+  if (!sample_mel_) sample_mel_.emplace(mel_config_for(loaded_.model->config()));
+  const FreeRunningSettings settings{options_.noise_scale, options_.noise_scale_duration, options_.seed};
+  return mean_scores(evaluate_free_running(
+      *loaded_.model, *sample_mel_, std::vector<TrainingItem>(eb.begin(), eb.begin() + static_cast<int64_t>(n)),
+      settings));
 }
 
 std::vector<TrainingItem> TrainingRun::evaluation_batch() const {

@@ -15,6 +15,7 @@
 #include "io/dataset.h"
 #include "io/metrics_log.h"
 #include "io/tensorboard.h"
+#include "model/evaluation.h"
 #include "model/mel.h"
 #include "model/model_dir.h"
 #include "model/training_objective.h"
@@ -45,6 +46,8 @@ struct TrainRunOptions {
   int64_t checkpoint_every = 200;
   int keep_checkpoints = 3;
   int64_t eval_every = 200;        // optimizer steps between evaluations (on eval.vcds, if any); 0: never
+  // Evaluation utterances also synthesised free-running and scored (model/evaluation.h); 0: none.
+  int64_t eval_max_samples = 4;
   int64_t log_every = 10;
   int64_t max_steps = 0;           // 0: no limit (stop after `epochs`)
   double max_error_rate = 0.01;    // stop when more samples than this fail
@@ -116,6 +119,7 @@ class TrainingRun {
   bool evaluation_due() const;
   void evaluate();
   std::vector<TrainingItem> evaluation_batch() const;
+  std::optional<MeanScores> free_running_scores(const std::vector<TrainingItem>& eb);
   void add_synthesised_sample(const TrainingItem& item);
   bool checkpoint_due() const;
   void save_checkpoint(const char* why);
