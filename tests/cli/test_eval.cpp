@@ -144,6 +144,11 @@ TEST(Eval, TheTrainingRunLogsEvalMcdThatEvalOnItsCheckpointReproduces) {
   ASSERT_TRUE(finite_number(logged.at("eval_duration_ratio"))) << logged.dump();
   ASSERT_TRUE(finite_number(logged.at("eval_logmel_l1_dtw"))) << logged.dump();
   EXPECT_GT(logged["eval_mcd"].get<double>(), 0.0);
+  // And in TensorBoard: the scalars' tags are in the event file.
+  std::string events;
+  for (const auto& entry : fs::directory_iterator(tmp + "/run/tensorboard")) events += slurp(entry.path().string());
+  for (const char* tag : {"eval/mcd", "eval/duration_ratio", "eval/logmel_l1_dtw"})
+    EXPECT_NE(events.find(tag), std::string::npos) << tag << " is not in the TensorBoard events";
 
   auto r = eval("--model " + tmp + "/run/checkpoints/step-2 --data " + data + " --max-samples 2 --seed 7 --device cpu " +
                 "--output " + tmp + "/step2.json");
