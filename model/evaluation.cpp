@@ -68,8 +68,9 @@ void check_pairable(const Frames& a, const Frames& b, const char* what) {
   for (const Frames* s : {&a, &b})
     for (size_t t = 0; t < s->size(); ++t) {
       const char* which = s == &a ? "first" : "second";
-      VC_CHECK((*s)[t].size() == a[0].size(), what << ": frame " << t << " of the " << which << " sequence has dimension "
-                                                   << (*s)[t].size() << ", expected " << a[0].size());
+      VC_CHECK((*s)[t].size() == a[0].size(), what << ": frame " << t << " of the " << which
+                                                   << " sequence has dimension " << (*s)[t].size() << ", expected "
+                                                   << a[0].size());
       for (double v : (*s)[t]) VC_CHECK(std::isfinite(v), what << ": frame " << t << " of the " << which
                                                                << " sequence holds a non-finite value");
     }
@@ -149,7 +150,8 @@ double mean_l1_along(const Frames& a, const Frames& b, const DtwPath& path) {
   double sum = 0;
   size_t count = 0;
   for (const auto& [i, j] : path) {
-    VC_CHECK(a[i].size() == b[j].size(), "mean_l1_along: frames of " << a[i].size() << " and " << b[j].size() << " bins");
+    VC_CHECK(a[i].size() == b[j].size(),
+             "mean_l1_along: frames of " << a[i].size() << " and " << b[j].size() << " bins");
     for (size_t k = 0; k < a[i].size(); ++k) sum += std::abs(a[i][k] - b[j][k]);
     count += a[i].size();
   }

@@ -68,7 +68,8 @@ TEST(Eval, ScoresTheEvaluationSplitInOrderIntoJsonReproducibly) {
   EXPECT_EQ(s.at("mel").at("n_mels").get<int>(), 8);
 
   // The same command again: the same report, byte for byte.
-  auto again = eval("--model " + tiny_model() + " --data " + data + " --seed 4 --device cpu --output " + tmp + "/b.json");
+  auto again =
+      eval("--model " + tiny_model() + " --data " + data + " --seed 4 --device cpu --output " + tmp + "/b.json");
   ASSERT_EQ(again.status, 0) << again.output;
   EXPECT_EQ(slurp(tmp + "/a.json"), slurp(tmp + "/b.json"));
 
@@ -109,11 +110,21 @@ TEST(Eval, BadInputIsRefusedWithItsCause) {
   fs::create_directories(tmp + "/empty");
   for (const char* name : {"train.vcds", "eval.vcds"}) io::DatasetWriter(tmp + "/empty/" + name, 16000).finish();
   fs::create_directories(tmp + "/nothing");
+  fs::create_directories(tmp + "/other_rate");
+  {
+    io::DatasetWriter w(tmp + "/other_rate/eval.vcds", 22050);
+    const std::vector<int32_t> ids = {1, 2, 3};
+    const std::vector<float> wave = voiced(0.5, 120, 22050);
+    w.add("at22k", -1, ids.data(), ids.size(), wave.data(), wave.size());
+    w.finish();
+  }
   const std::vector<Case> cases = {
       {" --model " + tmp + "/no_model --data " + data, "model directory " + tmp + "/no_model does not exist"},
       {model + " --data " + tmp + "/no_data", "--data " + tmp + "/no_data is not a directory"},
       {model + " --data " + tmp + "/nothing", "holds neither eval.vcds nor train.vcds"},
       {model + " --data " + tmp + "/empty", tmp + "/empty/train.vcds holds no utterances to evaluate"},
+      {model + " --data " + tmp + "/other_rate",
+       tmp + "/other_rate/eval.vcds was prepared at 22050 Hz but the model runs at 16000 Hz"},
       {model + " --data " + data + " --max-samples 0", "--max-samples must be at least 1"},
       {model + " --data " + data + " --noise-scale=-1", "--noise-scale must be >= 0"},
   };
@@ -144,9 +155,14 @@ TEST(Eval, TheTrainingRunLogsEvalMcdThatEvalOnItsCheckpointReproduces) {
   ASSERT_TRUE(finite_number(logged.at("eval_duration_ratio"))) << logged.dump();
   ASSERT_TRUE(finite_number(logged.at("eval_logmel_l1_dtw"))) << logged.dump();
   EXPECT_GT(logged["eval_mcd"].get<double>(), 0.0);
+  // And in TensorBoard: the scalars' tags are in the event file.
+  std::string events;
+  for (const auto& entry : fs::directory_iterator(tmp + "/run/tensorboard")) events += slurp(entry.path().string());
+  for (const char* tag : {"eval/mcd", "eval/duration_ratio", "eval/logmel_l1_dtw"})
+    EXPECT_NE(events.find(tag), std::string::npos) << tag << " is not in the TensorBoard events";
 
-  auto r = eval("--model " + tmp + "/run/checkpoints/step-2 --data " + data + " --max-samples 2 --seed 7 --device cpu " +
-                "--output " + tmp + "/step2.json");
+  auto r = eval("--model " + tmp + "/run/checkpoints/step-2 --data " + data +
+                " --max-samples 2 --seed 7 --device cpu --output " + tmp + "/step2.json");
   ASSERT_EQ(r.status, 0) << r.output;
   const nlohmann::json report = nlohmann::json::parse(slurp(tmp + "/step2.json"));
   // The checkpoint holds the run's float32 parameters exactly, and both sides synthesise with the same
@@ -156,7 +172,8 @@ TEST(Eval, TheTrainingRunLogsEvalMcdThatEvalOnItsCheckpointReproduces) {
 
   // --eval-max-samples 0: the evaluation loss only.
   auto none = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + tiny_model() + " --out " +
-                          tmp + "/run_none --batch-size 4 --max-steps 1 --eval-every 1 --eval-max-samples 0 --device cpu");
+                          tmp + "/run_none --batch-size 4 --max-steps 1 --eval-every 1 --eval-max-samples 0 " +
+                          "--device cpu");
   ASSERT_EQ(none.status, 0) << none.output;
   bool evaluated = false;
   for (const auto& m : read_metrics(tmp + "/run_none/metrics.jsonl"))
