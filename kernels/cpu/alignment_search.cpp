@@ -58,7 +58,10 @@ void monotonic_alignment_search_cpu(const T* log_likelihood, const int64_t* fram
   if (B <= 0) return;
   check_alignment_lengths("monotonic_alignment_search", frame_lengths, token_lengths, B, F, T_tokens);
   std::fill(map, map + B * F, -1);
-#pragma omp parallel
+  // A thread per item pays off only when there is real work: ~1 ns per cell of the items' [Ty, Tx] grids.
+  int64_t cells = 0;
+  for (int64_t b = 0; b < B; ++b) cells += frame_lengths[b] * token_lengths[b];
+#pragma omp parallel if (B > 1 && cells > (int64_t(1) << 18))
   {
     std::vector<T> Q;  // one working buffer per thread, reused across its items
 #pragma omp for schedule(dynamic, 1)
