@@ -99,8 +99,8 @@ std::vector<std::vector<int32_t>> durations_of_alignment(const std::vector<int32
     for (int64_t f = 0; f < frames; ++f) {
       const int32_t t = index[b * frames + f];
       VC_CHECK(t >= -1 && t < token_lengths[b], "durations_of_alignment: frame " << f << " of item " << b
-                                                                                << " maps to token " << t << ", outside [-1, "
-                                                                                << token_lengths[b] << ")");
+                                                    << " maps to token " << t << ", outside [-1, " << token_lengths[b]
+                                                    << ")");
       if (t >= 0) ++durations[b][t];
     }
   }

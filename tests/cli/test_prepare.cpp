@@ -514,7 +514,8 @@ TEST(Prepare, RejectsUtterancesShorterThanTheSegmentOrWithMoreTokensThanFrames) 
                                                           {"dense", "more_tokens_than_frames"}}));
   EXPECT_EQ(cache_ids(dir + "/data/train.vcds"), (std::set<std::string>{"frames32", "fits"}));
   for (const auto& r : s.rejected) {
-    if (r.id == "frames31") EXPECT_NE(r.detail.find("31 frames, fewer than the 32-frame"), std::string::npos) << r.detail;
+    if (r.id == "frames31")
+      EXPECT_NE(r.detail.find("31 frames, fewer than the 32-frame"), std::string::npos) << r.detail;
     if (r.id == "dense") EXPECT_NE(r.detail.find("41 tokens for 40 frames"), std::string::npos) << r.detail;
   }
   const nlohmann::json recorded = nlohmann::json::parse(read_text(dir + "/data/prepare.json"));

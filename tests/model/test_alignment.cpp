@@ -176,12 +176,13 @@ TEST(AlignmentLogLikelihood, MatchesFinetuneHfVitsFourTerms) {
         for (int64_t c = 0; c < C; ++c) {
           const double zv = z[(b * C + c) * F + f], mv = m[(b * C + c) * T + t];
           const double lv = logs[(b * C + c) * T + t], sv = std::exp(-2 * lv);
-          magnitude[(b * F + f) * T + t] +=
-              std::fabs(-0.5 * std::log(2 * M_PI) - lv) + 0.5 * zv * zv * sv + std::fabs(zv * mv * sv) + 0.5 * mv * mv * sv;
+          magnitude[(b * F + f) * T + t] += std::fabs(-0.5 * std::log(2 * M_PI) - lv) + 0.5 * zv * zv * sv +
+                                            std::fabs(zv * mv * sv) + 0.5 * mv * mv * sv;
         }
   for (const DType dtype : {DType::F32, DType::F64}) {
     SCOPED_TRACE(dtype == DType::F32 ? "float32" : "float64");
-    const Tensor ll = alignment_log_likelihood(case_tensor("likelihood.z_p", dtype), case_tensor("likelihood.m_p", dtype),
+    const Tensor ll = alignment_log_likelihood(case_tensor("likelihood.z_p", dtype),
+                                               case_tensor("likelihood.m_p", dtype),
                                                case_tensor("likelihood.logs_p", dtype))
                           .to(DType::F64);
     ASSERT_EQ(ll.shape(), (Shape{B, F, T}));
@@ -205,7 +206,8 @@ TEST(AlignmentDurations, CountFramesPerTokenAndRejectAForeignMap) {
   EXPECT_EQ(durations_of_alignment(map, 6, {3, 2}), (std::vector<std::vector<int32_t>>{{2, 1, 3}, {1, 2}}));
   // A token that gets no frame counts 0 (the anchor's attn.sum(2) is 0 there too).
   EXPECT_EQ(durations_of_alignment({0, 0, 2, -1}, 4, {4}), (std::vector<std::vector<int32_t>>{{2, 0, 1, 0}}));
-  EXPECT_NE(testing::error_of([&] { durations_of_alignment(map, 6, {3, 1}); }).find("frame 1 of item 1 maps to token 1"),
+  EXPECT_NE(testing::error_of([&] { durations_of_alignment(map, 6, {3, 1}); })
+                .find("frame 1 of item 1 maps to token 1"),
             std::string::npos);
   EXPECT_NE(testing::error_of([&] { durations_of_alignment(map, 5, {3, 2}); }).find("12 map entries"),
             std::string::npos);
