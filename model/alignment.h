@@ -25,6 +25,7 @@ std::vector<int32_t> frame_to_token_index(const std::vector<std::vector<int32_t>
 // The MAS log-likelihood L[b, f, t] = sum_c log N(z_p[b,c,f]; m_p[b,c,t], exp(logs_p[b,c,t])), computed with
 // matmuls in the usual four-term form (full_objective.md 2.5). z_p [B,C,F]; m_p, logs_p [B,C,T]. No gradient
 // (call it under NoGradScope or on detached tensors). Returns [B, F, T] on the inputs' device.
+// It opens its own NoGradScope too, so nothing is recorded even for inputs that require a gradient.
 Tensor alignment_log_likelihood(const Tensor& z_p, const Tensor& m_p, const Tensor& logs_p);
 // Frames per token from a frame -> token map (B * frames entries, -1 = none): B rows of token_lengths[b] counts.
 std::vector<std::vector<int32_t>> durations_of_alignment(const std::vector<int32_t>& index, int64_t frames,
