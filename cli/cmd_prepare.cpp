@@ -57,6 +57,10 @@ void register_prepare(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--min-seconds", o.min_seconds, "Reject shorter utterances")->capture_default_str();
   cmd->add_option("--max-seconds", o.max_seconds, "Reject longer utterances")->capture_default_str();
+  cmd->add_option("--segment-frames", o.segment_frames,
+                  "Reject utterances with fewer spectrogram frames than the training segment (train "
+                  "--segment-frames; 0: no minimum)")
+      ->capture_default_str();
   cmd->add_option("--threads", o.threads, "Audio decoding threads")->capture_default_str();
   cmd->add_flag("--force", o.force, "Replace a cache in OUT made with another model's tokenizer");
   cmd->callback([args] { run_prepare(*args); });

@@ -122,4 +122,11 @@ Tensor masked_l1_loss(const Tensor& generated, const Tensor& target, const Tenso
 // index is -1. x [B, C, T]; index has B * frames entries in [-1, T). Returns [B, C, frames].
 Tensor gather_frames(const Tensor& x, const std::vector<int32_t>& index, int64_t frames);
 
+// Monotonic alignment search (VITS maximum_path with finetune-hf-vits' tie rule and y != 0 guard) on
+// log_likelihood [B, frames, tokens] (f32 or f64, CPU or CUDA; no gradient). Item b uses its first
+// frame_lengths[b] frames and token_lengths[b] tokens (token_lengths[b] <= frame_lengths[b], else an error naming b).
+// Returns the frame -> token map on the host, B * frames entries, -1 for padding frames (the index gather_frames takes).
+std::vector<int32_t> monotonic_alignment_search(const Tensor& log_likelihood, const std::vector<int64_t>& frame_lengths,
+                                                const std::vector<int64_t>& token_lengths);
+
 }  // namespace vitscuda::ops

@@ -19,6 +19,7 @@
 #include "io/phonemizer.h"
 #include "io/tokenizer.h"
 #include "io/unicode_text.h"
+#include "model/alignment.h"
 #include "model/model_dir.h"
 
 namespace fs = std::filesystem;
@@ -113,6 +114,7 @@ struct Context {
   const io::Tokenizer* tokenizer = nullptr;
   int sample_rate = 0, hop = 0, num_speakers = 1, vocab_size = 0;
   double min_seconds = 0, max_seconds = 0;
+  int segment_frames = 0;
 };
 
 struct Outcome {
@@ -196,10 +198,12 @@ Outcome examine(const io::ManifestEntry& e, const std::string& front_end_text, c
     os << "peak " << peak << ", RMS " << rms << " (thresholds " << kSilentPeak << ", " << kSilentRms << ")";
     return reject("silent", os.str());
   }
-  const size_t frames = samples.size() / static_cast<size_t>(ctx.hop);
-  if (frames < tokens.ids.size())
-    return reject("too_short", std::to_string(frames) + " frames of " + std::to_string(ctx.hop) + " samples for " +
-                                   std::to_string(tokens.ids.size()) + " tokens: too short for its text");
+  // Training's spectrogram has one frame per `hop` samples (a partial last hop gives none).
+  const int64_t frames = static_cast<int64_t>(samples.size() / static_cast<size_t>(ctx.hop));
+  const AlignabilityProblem problem =
+      alignability_problem(static_cast<int64_t>(tokens.ids.size()), frames, ctx.segment_frames);
+  if (!problem.reason.empty())
+    return reject(problem.reason.c_str(), problem.detail + " (frames of " + std::to_string(ctx.hop) + " samples)");
   o.accepted = true;
   o.ids = std::move(tokens.ids);
   o.samples = std::move(samples);
@@ -310,6 +314,7 @@ void check_prepare_options(const PrepareOptions& opt) {
   VC_CHECK(opt.min_seconds >= 0 && opt.max_seconds > opt.min_seconds,
            "prepare: need 0 <= --min-seconds < --max-seconds, got " << opt.min_seconds << " and " << opt.max_seconds);
   VC_CHECK(opt.threads >= 1, "prepare: --threads must be at least 1, got " << opt.threads);
+  VC_CHECK(opt.segment_frames >= 0, "prepare: --segment-frames must be at least 0, got " << opt.segment_frames);
 }
 
 io::VitsConfig read_model_config(const std::string& model_dir) {
@@ -461,7 +466,8 @@ class Preparation {
     j["options"] = {{"max_samples", opt_.max_samples},
                     {"eval_fraction", opt_.eval_fraction},
                     {"min_seconds", opt_.min_seconds},
-                    {"max_seconds", opt_.max_seconds}};
+                    {"max_seconds", opt_.max_seconds},
+                    {"segment_frames", opt_.segment_frames}};
     j["examined"] = sum_.examined;
     j["accepted"] = sum_.accepted;
     j["total_seconds"] = sum_.train_seconds + sum_.eval_seconds;
@@ -525,6 +531,7 @@ class Preparation {
     ctx.vocab_size = config_.vocab_size;
     ctx.min_seconds = opt_.min_seconds;
     ctx.max_seconds = opt_.max_seconds;
+    ctx.segment_frames = opt_.segment_frames;
     return ctx;
   }
 

@@ -3,8 +3,9 @@
 // For every manifest row: the text is tokenized with the model's tokenizer, the audio decoded
 // (libsndfile), mixed to mono and resampled to the model's rate (libsoxr). A row is rejected,
 // with the first reason that applies, for: speaker_out_of_range, empty_text, bad_text (not UTF-8),
-// no_vocab_chars, missing_file, unreadable_audio, non_finite, too_long, too_short (under
-// --min-seconds, or fewer frames of `hop` samples than tokens), silent. Characters the tokenizer
+// no_vocab_chars, missing_file, unreadable_audio, non_finite, too_long, too_short (under --min-seconds),
+// silent, shorter_than_segment (fewer frames of `hop` samples than the training segment, --segment-frames)
+// and more_tokens_than_frames (no monotonic alignment exists; model/alignment.h). Characters the tokenizer
 // drops are a warning (accepted.tsv's last column), not a rejection. Manifest rows that do not
 // parse are rejected with the manifest's reasons (bad_columns, bad_json, ...).
 //
@@ -42,6 +43,9 @@ struct PrepareOptions {
   double eval_fraction = 0.02;  // in [0, 1)
   double min_seconds = 0.5;
   double max_seconds = 20.0;
+  // Utterances with fewer spectrogram frames are rejected (shorter_than_segment): training decodes a random
+  // window of this many frames (train --segment-frames, 32 = 8192 samples / hop 256 for MMS). 0: no minimum.
+  int segment_frames = 32;
   int threads = 2;                // decoding threads
   bool force = false;             // replace a cache made with another tokenizer
   std::FILE* progress = nullptr;  // progress lines for long corpora; nullptr: quiet

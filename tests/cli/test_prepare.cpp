@@ -88,7 +88,7 @@ std::set<std::string> cache_ids(const std::string& path) {
 const std::map<std::string, std::string> expect_rejected = {
     {"silent", "silent"},         {"short", "too_short"},          {"long", "too_long"},
     {"missing", "missing_file"},  {"corrupt", "unreadable_audio"}, {"notext", "empty_text"},
-    {"digits", "no_vocab_chars"}, {"nan", "non_finite"},           {"wordy", "too_short"},
+    {"digits", "no_vocab_chars"}, {"nan", "non_finite"},           {"wordy", "more_tokens_than_frames"},
     {"good1", "duplicate_id"},  // the second row with this id
 };
 const std::vector<std::string> expect_accepted = {"good1", "good2", "good3", "good4", "good5"};
@@ -116,7 +116,8 @@ std::string make_mixed_corpus(const std::string& dir) {
   with_nan[5000] = std::nanf("");
   io::write_wav(w + "nan.wav", with_nan, 16000, io::WavFormat::Float32);
   io::write_wav(w + "wordy.wav", speechlike(0.6, 16000, 13), 16000);
-  // 0.6 s at hop 16 is 600 frames; 400 letters make 801 tokens with blanks.
+  // 0.6 s at hop 16 is 600 frames; the text (399 characters once its trailing space is stripped) makes 799
+  // tokens with blanks.
   std::string wordy;
   for (int i = 0; i < 80; ++i) wordy += "abcd ";
   const std::string manifest = dir + "/metadata.csv";
@@ -179,10 +180,14 @@ TEST(Prepare, AcceptsAndRejectsExactlyTheExpectedUtterances) {
   EXPECT_EQ(rejected.at("").first, 13);
   EXPECT_EQ(rejected.at("").second, "bad_columns");
   EXPECT_EQ(s.rejected.size(), expect_rejected.size() + 1);
-  EXPECT_EQ(s.rejected_by_reason.at("too_short"), 2u);
-  // Both kinds of too_short are told apart in the detail.
+  EXPECT_EQ(s.rejected_by_reason.at("too_short"), 1u);
+  EXPECT_EQ(s.rejected_by_reason.at("more_tokens_than_frames"), 1u);
+  // The details say why: the length limit, and the token and frame counts (600 frames of 16 samples, 799 tokens).
   for (const auto& r : s.rejected) {
-    if (r.id == "wordy") EXPECT_NE(r.detail.find("tokens"), std::string::npos) << r.detail;
+    if (r.id == "wordy") {
+      EXPECT_NE(r.detail.find("799 tokens for 600 frames"), std::string::npos) << r.detail;
+      EXPECT_NE(r.detail.find("no monotonic alignment"), std::string::npos) << r.detail;
+    }
     if (r.id == "short") EXPECT_NE(r.detail.find("--min-seconds"), std::string::npos) << r.detail;
   }
 
@@ -465,6 +470,80 @@ TEST(Prepare, BadOptionsAndInputsAreErrors) {
   EXPECT_THROW(model::prepare_dataset(o), Error);
   o = options_for(dir + "/no_such_manifest.csv", dir + "/data");
   EXPECT_THROW(model::prepare_dataset(o), Error);
+  o = options_for(manifest, dir + "/data");
+  o.segment_frames = -1;
+  EXPECT_NE(vitscuda::testing::error_of([&] { model::prepare_dataset(o); }).find("--segment-frames"),
+            std::string::npos);
+}
+
+namespace {
+
+// Utterances around the training segment and the alignment limit, at 16 kHz (tiny_sdp's rate, so no
+// resampling: hop 16 makes samples / 16 frames exactly). Texts of n letters make 2n + 1 tokens.
+std::string make_segment_corpus(const std::string& dir) {
+  fs::create_directories(dir + "/wavs");
+  const std::string w = dir + "/wavs/";
+  io::write_wav(w + "frames20.wav", speechlike(320.0 / 16000, 16000, 21), 16000);  // 20 frames
+  io::write_wav(w + "frames31.wav", speechlike(511.0 / 16000, 16000, 22), 16000);  // 31 frames (15 samples spare)
+  io::write_wav(w + "frames32.wav", speechlike(512.0 / 16000, 16000, 23), 16000);  // exactly 32 frames
+  io::write_wav(w + "dense.wav", speechlike(640.0 / 16000, 16000, 24), 16000);     // 40 frames
+  io::write_wav(w + "fits.wav", speechlike(640.0 / 16000, 16000, 25), 16000);      // 40 frames
+  const std::string manifest = dir + "/metadata.csv";
+  std::ofstream(manifest) << "frames20|a|a\n"
+                          << "frames31|ab|ab\n"
+                          << "frames32|ab|ab\n"
+                          << "dense|abcdefghijklmnopqrst|abcdefghijklmnopqrst\n"  // 41 tokens for 40 frames
+                          << "fits|abcdefghijklmnopqrs|abcdefghijklmnopqrs\n";    // 39 tokens for 40 frames
+  return manifest;
+}
+
+}  // namespace
+
+TEST(Prepare, RejectsUtterancesShorterThanTheSegmentOrWithMoreTokensThanFrames) {
+  const std::string dir = vitscuda::testing::temp_dir("prepare_segment");
+  const std::string manifest = make_segment_corpus(dir + "/corpus");
+  model::PrepareOptions o = options_for(manifest, dir + "/data");
+  o.eval_fraction = 0;
+  o.min_seconds = 0.01;
+  ASSERT_EQ(o.segment_frames, 32) << "the default is the training's segment (train --segment-frames 32)";
+  model::PrepareSummary s = model::prepare_dataset(o);
+  std::map<std::string, std::string> reasons;
+  for (const auto& [id, lr] : read_rejected(dir + "/data/rejected.tsv")) reasons[id] = lr.second;
+  EXPECT_EQ(reasons, (std::map<std::string, std::string>{{"frames20", "shorter_than_segment"},
+                                                          {"frames31", "shorter_than_segment"},
+                                                          {"dense", "more_tokens_than_frames"}}));
+  EXPECT_EQ(cache_ids(dir + "/data/train.vcds"), (std::set<std::string>{"frames32", "fits"}));
+  for (const auto& r : s.rejected) {
+    if (r.id == "frames31")
+      EXPECT_NE(r.detail.find("31 frames, fewer than the 32-frame"), std::string::npos) << r.detail;
+    if (r.id == "dense") EXPECT_NE(r.detail.find("41 tokens for 40 frames"), std::string::npos) << r.detail;
+  }
+  const nlohmann::json recorded = nlohmann::json::parse(read_text(dir + "/data/prepare.json"));
+  EXPECT_EQ(recorded.at("options").at("segment_frames"), 32);
+
+  // Without a segment minimum only the alignment limit remains.
+  o.segment_frames = 0;
+  o.out_dir = dir + "/data_no_segment";
+  s = model::prepare_dataset(o);
+  reasons.clear();
+  for (const auto& [id, lr] : read_rejected(dir + "/data_no_segment/rejected.tsv")) reasons[id] = lr.second;
+  EXPECT_EQ(reasons, (std::map<std::string, std::string>{{"dense", "more_tokens_than_frames"}}));
+  EXPECT_EQ(s.accepted, 4u);
+}
+
+TEST(PrepareCli, SegmentFramesOptionSetsTheMinimum) {
+  const std::string dir = vitscuda::testing::temp_dir("prepare_cli_segment");
+  const std::string manifest = make_segment_corpus(dir + "/corpus");
+  const std::string bin = vitscuda::testing::binary_path("vitscuda");
+  const RunResult r = run(bin + " prepare --manifest " + manifest + " --model " + model_dir() + " --out " + dir +
+                          "/data --eval-fraction 0 --min-seconds 0.01 --segment-frames 21");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("shorter_than_segment"), std::string::npos) << r.output;
+  std::map<std::string, std::string> reasons;
+  for (const auto& [id, lr] : read_rejected(dir + "/data/rejected.tsv")) reasons[id] = lr.second;
+  EXPECT_EQ(reasons, (std::map<std::string, std::string>{{"frames20", "shorter_than_segment"},
+                                                          {"dense", "more_tokens_than_frames"}}));
+  EXPECT_EQ(cache_ids(dir + "/data/train.vcds"), (std::set<std::string>{"frames31", "frames32", "fits"}));
 }
 
 TEST(PrepareCli, EndToEndWritesRejectionsAndExitsZero) {

@@ -108,10 +108,12 @@ INSTANTIATE_TEST_SUITE_P(OpCases, AtVitsShape, ::testing::ValuesIn(testing::op_c
 const std::map<std::string, std::string> kCoverageExemptions = {};
 
 // The function names declared in namespace vitscuda::ops by the engine's op headers: lines
-// "Tensor name(", "std::pair<Tensor, Tensor> name(" or "std::vector<Tensor> name(".
+// "Tensor name(", "std::pair<Tensor, Tensor> name(", "std::vector<Tensor> name(" or, for an op whose result
+// is a host array (the alignment search's map), "std::vector<int32_t> name(".
 std::set<std::string> declared_ops() {
   std::set<std::string> names;
-  const std::regex declaration(R"(^(?:Tensor|std::pair<Tensor, Tensor>|std::vector<Tensor>)\s+([a-z_0-9]+)\()");
+  const std::regex declaration(R"(^(?:Tensor|std::pair<Tensor, Tensor>|std::vector<Tensor>|std::vector<int32_t>))"
+                               R"(\s+([a-z_0-9]+)\()");
   const std::filesystem::path engine = std::filesystem::path(testing::source_dir()) / "engine";
   for (const auto& entry : std::filesystem::directory_iterator(engine)) {
     const std::string file = entry.path().filename().string();
@@ -134,7 +136,8 @@ TEST(OpCaseCoverage, EveryOpDeclaredInTheEngineHasACase) {
   // The parser must see the header: engine/ops.h declares more than thirty ops.
   ASSERT_GT(declared.size(), 30u) << "parsed " << declared.size() << " ops from " << testing::source_dir()
                                   << "/engine/ops*.h";
-  for (const char* known : {"conv1d", "layer_norm_channels", "rational_quadratic_spline", "gather_frames"})
+  for (const char* known : {"conv1d", "layer_norm_channels", "rational_quadratic_spline", "gather_frames",
+                           "monotonic_alignment_search"})
     EXPECT_EQ(declared.count(known), 1u) << known;
   std::set<std::string> covered;
   for (const OpCase& c : testing::op_cases()) covered.insert(c.ops.begin(), c.ops.end());

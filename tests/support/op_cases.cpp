@@ -399,6 +399,63 @@ void add_binary_cases(std::vector<OpCase>& cases) {
     }
 }
 
+// Per-item lengths [B] for a [B, frames, tokens] input: item 0 uses all of dimension `dim` of input 0, item b
+// loses b * n / (2B) of its n (padding in the batch), never below 1.
+Generator batch_lengths(int dim) {
+  return [dim](const Shape& shape, const std::vector<Shape>& shapes, uint32_t) {
+    const int64_t n = shape_dim(shapes, 0, dim, "batch_lengths"), B = shape.at(0);
+    std::vector<double> v;
+    for (int64_t b = 0; b < B; ++b) v.push_back(static_cast<double>(std::max<int64_t>(1, n - b * n / (2 * B))));
+    return Tensor::from_vector(v, shape);
+  };
+}
+
+// A log-likelihood [B, F, T] shaped like the search's input: normal noise plus a ridge along the diagonal
+// frame / F = token / T, so the best path follows the diagonal loosely, as a trained model's does.
+Generator diagonal_log_likelihood() {
+  return [](const Shape& shape, const std::vector<Shape>&, uint32_t seed) {
+    const int64_t B = shape.at(0), F = shape.at(1), T = shape.at(2);
+    std::vector<double> v = normal_values(shape, seed, 3.0);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t f = 0; f < F; ++f)
+        for (int64_t t = 0; t < T; ++t) {
+          const double off = static_cast<double>(t) / T - static_cast<double>(f) / F;
+          v[(b * F + f) * T + t] += -200.0 - 400.0 * off * off;
+        }
+    return Tensor::from_vector(v, shape);
+  };
+}
+
+std::vector<int64_t> int64_values(const Tensor& t) {
+  const std::vector<int32_t> v = int_values(t);
+  return std::vector<int64_t>(v.begin(), v.end());
+}
+
+// The search reads its input in float on both devices with the same additions and comparisons in the same
+// order (no contraction possible), so CUDA's map must equal the CPU's.
+const Tolerance kSameMap{"identical map", Tolerance::Kind::Exact, 0, 0, 2e-5,
+                         "the same float additions and comparisons in the same order on both devices"};
+
+// The monotonic alignment search at the training's size (16 items of up to 400 frames and 150 tokens, padded
+// items in the batch). No gradient: the map is returned as a float tensor [B, frames] on the input's device,
+// so the CUDA comparison and the benchmark row see it like any other op's output.
+OpCase alignment_search_case() {
+  OpCase c;
+  c.name = "monotonic_alignment_search";
+  c.ops = {"monotonic_alignment_search"};
+  c.inputs = {constant("log_likelihood", {2, 7, 4}, {16, 400, 150}, diagonal_log_likelihood()),
+              host_input("frame_lengths", {2}, {16}, batch_lengths(1)),
+              host_input("token_lengths", {2}, {16}, batch_lengths(2))};
+  c.build = [](const In& in) {
+    const std::vector<int32_t> map =
+        ops::monotonic_alignment_search(in[0], int64_values(in[1]), int64_values(in[2]));
+    return Tensor::from_vector(std::vector<float>(map.begin(), map.end()), {in[0].dim(0), in[0].dim(1)})
+        .to(in[0].device());
+  };
+  c.tolerance = kSameMap;
+  return c;
+}
+
 void add_layout_cases(std::vector<OpCase>& cases) {
   auto layout = [&](std::string name, std::string op, Shape small, Shape large, BuildFn build) {
     OpCase c;
@@ -472,6 +529,7 @@ void add_linear_algebra_cases(std::vector<OpCase>& cases) {
   gather.build = [](const In& in) { return ops::gather_frames(in[0], int_values(in[1]), in[1].dim(1)); };
   gather.tolerance = kExact;
   cases.push_back(gather);
+  cases.push_back(alignment_search_case());
 }
 
 // conv1d at the model's shapes; groups follow from the inputs (Cin / w's second dimension), so one
