@@ -22,9 +22,10 @@ namespace {
 
 struct SelftestArgs {
   std::string model_dir, config_path;
+  std::string objective = "mel";
   DeviceOptions device;
   double seconds = 2.0, learning_rate = 2e-4;
-  int segment_frames = 0, steps = 20;
+  int segment_frames = -1, steps = 20;  // -1: the objective's default (mel: whole utterance; vae: 32)
   bool recompute_decoder = false;
   uint64_t seed = 0;
 };
@@ -92,10 +93,10 @@ class Selftest {
                 static_cast<long long>(vits_.params().count()));
     batch_ = {synthetic_item()};
     options_.learning_rate = a.learning_rate;
-    options_.step.segment_frames = a.segment_frames;
+    options_.step.segment_frames = a.segment_frames >= 0 ? a.segment_frames : (a.objective == "vae" ? 32 : 0);
     options_.step.recompute_decoder = a.recompute_decoder;
-    mel_ = std::make_unique<model::MelSpectrogram>(model::mel_config_for(vits_.config()));
-    trainer_ = std::make_unique<model::MelTrainer>(vits_, *mel_, options_, a.seed);
+    trainer_ = model::make_generator_trainer(a.objective, vits_, options_, a.seed);
+    std::printf("objective %s: loss = %s\n", trainer_->name().c_str(), trainer_->describe_loss().c_str());
   }
 
   // 1-4: one recorded forward and its backward, inspected.
@@ -105,30 +106,38 @@ class Selftest {
     store.zero_grad();
     autograd::Tape tape;
     Rng rng(a_.seed + 2);
-    model::TrainStepResult r;
+    model::ForwardLoss r;
     reset_peak_memory(device_);
     const auto t0 = std::chrono::steady_clock::now();
     {
       autograd::RecordingScope recording(tape);
-      r = model::mel_training_forward(vits_, *mel_, batch_, options_.step, rng);
+      r = trainer_->forward_once(batch_, rng);
     }
     const double forward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const size_t tape_nodes = tape.size();
-    const int64_t frames = r.frames[0];
+    const int64_t frames = r.target_frames[0];
     const int64_t decoded = r.generated_logmel.dim(2);
     failures_ += report(r.generated_logmel.defined() && all_finite(r.generated_logmel),
                         "forward gives a waveform: " + std::to_string(decoded * c.total_upsample()) + " samples (" +
-                            std::to_string(decoded) + " of the target's " + std::to_string(frames) +
-                            " frames; durations scaled to the target)");
-    failures_ += report(r.generated_logmel.dim(1) == mel_->n_mels() && all_finite(r.target_logmel),
+                            std::to_string(decoded) + " of the target's " + std::to_string(frames) + " frames)");
+    failures_ += report(r.generated_logmel.dim(1) == trainer_->mel().n_mels() && all_finite(r.target_logmel),
                         "mel computed: " + std::to_string(r.generated_logmel.dim(1)) + " mel bins x " +
                             std::to_string(r.generated_logmel.dim(2)) + " frames, both sides finite");
-    const double loss = r.loss.to_float_vector()[0];
-    char buf[128];
-    std::snprintf(buf, sizeof buf, "loss finite and non-zero: %.5f", loss);
-    failures_ += report(std::isfinite(loss) && loss != 0.0, buf);
+    const double loss = r.total.to_float_vector()[0];
+    std::string terms;
+    bool terms_finite = true;
+    for (const auto& term : r.terms) {
+      const double v = term.second.to_float_vector()[0];
+      terms_finite &= std::isfinite(v);
+      char t[64];
+      std::snprintf(t, sizeof t, "%s%s %.5f", terms.empty() ? "" : ", ", term.first.c_str(), v);
+      terms += t;
+    }
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "loss finite and non-zero: %.5f (%s)", loss, terms.c_str());
+    failures_ += report(std::isfinite(loss) && loss != 0.0 && terms_finite, buf);
     const auto tb = std::chrono::steady_clock::now();
-    tape.backward(r.loss);
+    tape.backward(r.total);
     const double backward_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count();
     check_gradients();
     std::printf("       forward %.3f s (%zu tape nodes), backward %.3f s, peak tensor memory %s\n", forward_s,
@@ -171,7 +180,7 @@ class Selftest {
     failures_ += report(last < initial, buf);
     std::printf("step time %.3f s (mean of %d), peak tensor memory %s; batch 1, %.2f s of audio, %s\n",
                 total_s / a_.steps, a_.steps, mb(peak).c_str(), a_.seconds,
-                a_.segment_frames > 0 ? (std::to_string(a_.segment_frames) + "-frame segment").c_str()
+                options_.step.segment_frames > 0 ? (std::to_string(options_.step.segment_frames) + "-frame segment").c_str()
                                       : "whole utterance");
   }
 
@@ -228,8 +237,7 @@ class Selftest {
   model::VitsModel& vits_;
   std::vector<model::TrainingItem> batch_;
   model::TrainerOptions options_;
-  std::unique_ptr<model::MelSpectrogram> mel_;
-  std::unique_ptr<model::MelTrainer> trainer_;
+  std::unique_ptr<model::GeneratorTrainer> trainer_;
   model::StepStats first_;
   int failures_ = 0;
 };
@@ -252,7 +260,9 @@ void register_selftest(CLI::App& app) {
   cmd->add_option("--model", args->model_dir, "Model directory (default: a random model from --config)");
   cmd->add_option("--config", args->config_path, "config.json for a randomly initialised model (vocab.json beside it)");
   cmd->add_option("--seconds", args->seconds, "Length of the synthetic target (default 2)");
-  cmd->add_option("--segment-frames", args->segment_frames, "Decode a random window of this many frames (0: whole)");
+  cmd->add_option("--objective", args->objective, "The training objective to check: vae or mel (default mel)");
+  cmd->add_option("--segment-frames", args->segment_frames,
+                  "Decode a random window of this many frames (0: whole, the mel default; vae: 32 by default)");
   cmd->add_flag("--recompute-decoder", args->recompute_decoder, "Recompute decoder activations in the backward");
   cmd->add_option("--steps", args->steps, "Steps for the falling-loss check (default 20)");
   cmd->add_option("--lr", args->learning_rate, "Learning rate (default 2e-4)");

@@ -10,12 +10,17 @@ namespace vitscuda::cli {
 void register_train(CLI::App& app, int& exit_status) {
   auto o = std::make_shared<model::TrainRunOptions>();
   auto device = std::make_shared<DeviceOptions>();
-  CLI::App* cmd = app.add_subcommand("train", "Train (fine-tune) a model on a prepared dataset (mel L1 objective)");
+  CLI::App* cmd = app.add_subcommand("train", "Train (fine-tune) a model on a prepared dataset");
   cmd->add_option("--data", o->data_dir, "Prepared dataset directory (vitscuda prepare --out)")->required();
   cmd->add_option("--model", o->model_dir, "Model directory to start from")->required();
   cmd->add_option("--out", o->out_dir, "Run directory: checkpoints/, final_model/, metrics.jsonl")->required();
-  cmd->add_option("--objective", o->objective, "What training minimises: mel (log-mel L1 of the generated audio; "
-                                              "the default and the only one)");
+  cmd->add_option("--objective", o->objective,
+                  "What training minimises: vae (VITS without discriminators: posterior encoder, alignment search, "
+                  "KL, duration and mel losses) or mel (log-mel L1 of audio decoded from the prior with the frozen "
+                  "duration predictor's durations) (default " + o->objective + ")");
+  cmd->add_option("--c-mel", o->c_mel, "vae: weight of the mel loss (default 35)");
+  cmd->add_option("--c-kl", o->c_kl, "vae: weight of the KL loss (default 1.5)");
+  cmd->add_option("--c-dur", o->c_dur, "vae: weight of the duration loss (default 1)");
   cmd->add_option("--epochs", o->epochs, "Epochs (default 1)");
   cmd->add_option("--batch-size", o->batch_size, "Utterances per micro-batch (default 4)");
   cmd->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer update (default 1)");

@@ -12,4 +12,9 @@ void declare_flow(const io::VitsConfig& config, ParameterStore& store);
 Tensor run_flow_reverse(const io::VitsConfig& config, const ParameterStore& store, const Tensor& z, const Tensor& mask,
                         const Tensor& speaker);
 
+// The training direction: z (the posterior sample) [B, F, T] -> z_p = flow(z), recorded on the tape. The
+// coupling's log-scale is zero, so there is no log-determinant to return.
+Tensor run_flow_forward(const io::VitsConfig& config, const ParameterStore& store, const Tensor& z, const Tensor& mask,
+                        const Tensor& speaker);
+
 }  // namespace vitscuda::model

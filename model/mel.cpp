@@ -129,20 +129,32 @@ Tensor MelSpectrogram::log_mel(const Tensor& wave) const {
   return ops::log_mel(wave, impl_->plan, impl_->filterbank_for(wave));
 }
 
-Tensor MelSpectrogram::log_mel_of(const std::vector<float>& wave, Device device) const {
-  const int64_t hop = impl_->config.hop;
+namespace {
+// One waveform trimmed to whole hops, [1, frames * hop] on `device`.
+Tensor trimmed_wave(const std::vector<float>& wave, int64_t hop, Device device, const char* what) {
   const int64_t whole = static_cast<int64_t>(wave.size()) / hop;
-  VC_CHECK(whole >= 1, "log_mel_of: a waveform of " << wave.size() << " samples is shorter than one hop (" << hop
-                                                    << " samples)");
+  VC_CHECK(whole >= 1, what << ": a waveform of " << wave.size() << " samples is shorter than one hop (" << hop
+                            << " samples)");
   std::vector<float> trimmed(wave.begin(), wave.begin() + whole * hop);
-  const int64_t S = static_cast<int64_t>(trimmed.size());
-  Tensor batch = Tensor::from_vector(trimmed, {1, S}).to(device);
+  return Tensor::from_vector(trimmed, {1, whole * hop}).to(device);
+}
+}  // namespace
+
+Tensor MelSpectrogram::log_mel_of(const std::vector<float>& wave, Device device) const {
+  const Tensor batch = trimmed_wave(wave, impl_->config.hop, device, "log_mel_of");
   Tensor out;
   {
     autograd::NoGradScope no_grad;
     out = log_mel(batch);
   }
   return out.reshape({n_mels(), out.dim(2)});
+}
+
+Tensor MelSpectrogram::linear_spectrogram_of(const std::vector<float>& wave, Device device) const {
+  const Tensor batch = trimmed_wave(wave, impl_->config.hop, device, "linear_spectrogram_of");
+  autograd::NoGradScope no_grad;
+  const Tensor out = ops::linear_spectrogram(batch, impl_->plan);
+  return out.reshape({bins(), out.dim(2)});
 }
 
 Tensor log_mel(const MelConfig& config, const Tensor& wave) { return MelSpectrogram(config).log_mel(wave); }

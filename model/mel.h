@@ -52,6 +52,9 @@ class MelSpectrogram {
   // first trimmed to (S / hop) * hop samples (one mel frame per hop, as the decoder produces).
   // Computed on `device` (the GPU's STFT when training there) and returned there.
   Tensor log_mel_of(const std::vector<float>& wave, Device device = Device::CPU) const;
+  // The linear spectrogram (the posterior encoder's input) of one waveform, f32 [bins, S / hop], trimmed
+  // and computed as log_mel_of; no gradient.
+  Tensor linear_spectrogram_of(const std::vector<float>& wave, Device device = Device::CPU) const;
 
   struct Impl;  // the plan and the filterbanks (the CPU's, and the device's once a CUDA waveform arrives)
 

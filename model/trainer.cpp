@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
 #include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/device_allocator.h"
 #include "engine/ops.h"
 #include "kernels/device.h"
+#include "model/vae_step.h"
 
 namespace vitscuda::model {
 
@@ -32,22 +34,26 @@ MelConfig mel_config_for(const io::VitsConfig& c, int n_mels) {
 }
 
 namespace {
-std::vector<kernels::AdamRange> trainable_ranges(VitsModel& model, const AdamWConfig& adam) {
-  if (!model.params().grad_enabled()) model.params().enable_grad(trainable_in_mel_mode);
+std::vector<kernels::AdamRange> trainable_ranges(VitsModel& model, const AdamWConfig& adam,
+                                                 bool (*trainable)(const std::string&)) {
+  if (!model.params().grad_enabled()) model.params().enable_grad(trainable);
   return adam_ranges_for(model.params(), [](const std::string&) { return true; }, adam.weight_decay);
 }
+
+double host_scalar(const Tensor& t) { return t.to(Device::CPU).data<float>()[0]; }
 }  // namespace
 
-MelTrainer::MelTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions options, uint64_t seed)
+GeneratorTrainer::GeneratorTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions options, uint64_t seed,
+                                   bool (*trainable)(const std::string&))
     : model_(model),
       mel_(std::move(mel)),
       options_(options),
-      optimizer_(model.params().flat_numel(), options.adam, trainable_ranges(model, options.adam), DType::F32,
-                 model.params().device()),
+      optimizer_(model.params().flat_numel(), options.adam, trainable_ranges(model, options.adam, trainable),
+                 DType::F32, model.params().device()),
       schedule_(make_schedule(options)),
       rng_(seed) {}
 
-StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_batches, int64_t epoch) {
+StepStats GeneratorTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_batches, int64_t epoch) {
   VC_CHECK(!micro_batches.empty(), "training step without data");
   const auto t0 = std::chrono::steady_clock::now();
   reset_cpu_peak_memory();
@@ -59,16 +65,20 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
   const double weight = 1.0 / static_cast<double>(micro_batches.size());
   for (const auto& batch : micro_batches) {
     autograd::Tape tape;
-    TrainStepResult r;
+    Tensor loss;
     {
       autograd::RecordingScope recording(tape);
-      r = mel_training_forward(model_, mel_, batch, options_.step, rng_);
-      const double loss = poison_next_ ? std::nan("") : r.loss.to(Device::CPU).data<float>()[0];
-      stats.loss += loss * weight;
-      if (!std::isfinite(loss)) stats.finite = false;
-      r.loss = ops::scale(r.loss, weight);  // averaged over micro-batches
+      ForwardLoss f = forward(batch, options_.step, rng_);
+      const double total = poison_next_ ? std::nan("") : host_scalar(f.total);
+      stats.loss += total * weight;
+      if (!std::isfinite(total)) stats.finite = false;
+      if (stats.terms.empty())
+        for (const auto& term : f.terms) stats.terms.push_back({term.first, 0.0});
+      for (size_t i = 0; i < f.terms.size(); ++i)
+        stats.terms[i].value += (poison_next_ ? std::nan("") : host_scalar(f.terms[i].second)) * weight;
+      loss = ops::scale(f.total, weight);  // averaged over micro-batches
     }
-    if (stats.finite) tape.backward(r.loss);
+    if (stats.finite) tape.backward(loss);
     stats.items += static_cast<int64_t>(batch.size());
   }
   poison_next_ = false;
@@ -85,27 +95,68 @@ StepStats MelTrainer::step(const std::vector<std::vector<TrainingItem>>& micro_b
   if (on_device) kernels::device_synchronize();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   stats.peak_bytes = on_device ? DeviceAllocator::instance().stats().peak_live_bytes : cpu_memory_stats().peak_bytes;
-  stats.terms = {{"mel", stats.loss}};
   return stats;
 }
 
-LossValues MelTrainer::evaluate(const std::vector<TrainingItem>& batch) {
+LossValues GeneratorTrainer::evaluate(const std::vector<TrainingItem>& batch) {
   autograd::NoGradScope no_grad;
   Rng eval_rng(rng_.seed() ^ 0x5eed5eedULL);  // evaluation draws never disturb the training stream
-  TrainStepOptions eval_options = options_.step;
-  eval_options.segment_frames = 0;
-  const double loss =
-      mel_training_forward(model_, mel_, batch, eval_options, eval_rng).loss.to(Device::CPU).data<float>()[0];
-  return {loss, {{"mel", loss}}};
+  const ForwardLoss f = forward(batch, evaluation_options(), eval_rng);
+  LossValues v;
+  v.total = host_scalar(f.total);
+  for (const auto& term : f.terms) v.terms.push_back({term.first, host_scalar(term.second)});
+  return v;
 }
 
-void MelTrainer::save_state(io::CheckpointWriter& checkpoint) {
+void GeneratorTrainer::save_state(io::CheckpointWriter& checkpoint) {
   io::write_optimizer_state(checkpoint.path_for(io::kOptimizerFileName), optimizer_);
   checkpoint.add_file(io::kOptimizerFileName);
 }
 
-void MelTrainer::load_state(const io::CheckpointInfo& checkpoint) {
+void GeneratorTrainer::load_state(const io::CheckpointInfo& checkpoint) {
   io::load_optimizer_state(checkpoint.path_of(io::kOptimizerFileName), optimizer_, &model_.params());
+}
+
+MelTrainer::MelTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions options, uint64_t seed)
+    : GeneratorTrainer(model, std::move(mel), options, seed, trainable_in_mel_mode) {}
+
+ForwardLoss MelTrainer::forward(const std::vector<TrainingItem>& batch, const TrainStepOptions& options, Rng& rng) {
+  TrainStepResult r = mel_training_forward(model_, mel_, batch, options, rng);
+  return {r.loss, {{"mel", r.loss}}, r.generated_logmel, r.target_logmel, r.frames};
+}
+
+TrainStepOptions MelTrainer::evaluation_options() const {
+  TrainStepOptions o = options_.step;
+  o.segment_frames = 0;
+  return o;
+}
+
+std::string MelTrainer::describe_loss() const {
+  return "mel = log-mel L1 of the decoded prior sample (durations from the frozen duration predictor)";
+}
+
+std::string VaeTrainer::describe_loss() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "%g * mel + %g * kl + %g * dur (--c-mel, --c-kl, --c-dur; mel = log-mel L1 of a %d-frame window)",
+                options_.step.c_mel, options_.step.c_kl, options_.step.c_dur, options_.step.segment_frames);
+  return buf;
+}
+
+VaeTrainer::VaeTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions options, uint64_t seed)
+    : GeneratorTrainer(model, std::move(mel), options, seed, trainable_in_vae_mode) {}
+
+ForwardLoss VaeTrainer::forward(const std::vector<TrainingItem>& batch, const TrainStepOptions& options, Rng& rng) {
+  VaeStepResult r = vae_training_forward(model_, mel_, batch, options, rng);
+  return {r.total, {{"mel", r.mel}, {"kl", r.kl}, {"dur", r.duration}}, r.generated_logmel, r.target_logmel, r.frames};
+}
+
+std::unique_ptr<GeneratorTrainer> make_generator_trainer(const std::string& name, VitsModel& model,
+                                                         const TrainerOptions& options, uint64_t seed) {
+  require_training_objective_name(name);
+  MelSpectrogram mel(mel_config_for(model.config()));
+  if (name == VaeTrainer::kName) return std::make_unique<VaeTrainer>(model, std::move(mel), options, seed);
+  return std::make_unique<MelTrainer>(model, std::move(mel), options, seed);
 }
 
 }  // namespace vitscuda::model

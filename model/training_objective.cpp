@@ -15,7 +15,7 @@ TrainingItem training_item_of(io::DatasetItem&& item) {
   return t;
 }
 
-std::vector<std::string> training_objective_names() { return {MelTrainer::kName}; }
+std::vector<std::string> training_objective_names() { return {VaeTrainer::kName, MelTrainer::kName}; }
 
 const std::string& require_training_objective_name(const std::string& name) {
   const std::vector<std::string> names = training_objective_names();
@@ -29,8 +29,7 @@ const std::string& require_training_objective_name(const std::string& name) {
 
 std::unique_ptr<TrainingObjective> make_training_objective(const std::string& name, VitsModel& model,
                                                            const TrainerOptions& options, uint64_t seed) {
-  require_training_objective_name(name);
-  return std::make_unique<MelTrainer>(model, MelSpectrogram(mel_config_for(model.config())), options, seed);
+  return make_generator_trainer(name, model, options, seed);
 }
 
 }  // namespace vitscuda::model

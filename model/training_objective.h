@@ -55,10 +55,16 @@ struct TrainStepOptions {
   double noise_scale_duration = 0.8;
   int segment_frames = 0;  // 0: decode the whole utterance
   bool recompute_decoder = false;  // recompute HiFi-GAN residual blocks in the backward (less memory)
-  // Fixed draws instead of the RNG (tests): duration noise [B,2,T], prior noise [B,F,frames], segment starts.
+  // Fixed draws instead of the RNG (tests): duration noise [B,2,T], prior noise [B,F,frames], posterior
+  // noise [B,F,frames] (vae), segment starts.
   Tensor duration_noise;
   Tensor prior_noise;
+  Tensor posterior_noise;
   std::vector<int64_t> segment_starts;
+  // The vae objective's loss weights (finetune-hf-vits' defaults).
+  double c_mel = 35.0;
+  double c_kl = 1.5;
+  double c_dur = 1.0;
 };
 
 struct TrainerOptions {
@@ -80,6 +86,8 @@ class TrainingObjective {
   virtual std::vector<std::string> loss_terms() const = 0;
   // The learning-rate schedule in words, for the run's opening line.
   virtual std::string describe_schedule() const = 0;
+  // What the optimiser minimises, in words with the loss weights, for the run's opening lines.
+  virtual std::string describe_loss() const = 0;
 
   // One update from `micro_batches` (each a batch; losses averaged). A non-finite loss or gradient
   // skips the update and is reported in the stats, never applied.

@@ -93,6 +93,9 @@ TrainerOptions trainer_options_of(const TrainRunOptions& o) {
   topt.step.noise_scale_duration = o.noise_scale_duration;
   topt.step.segment_frames = o.segment_frames;
   topt.step.recompute_decoder = o.recompute_decoder;
+  topt.step.c_mel = o.c_mel;
+  topt.step.c_kl = o.c_kl;
+  topt.step.c_dur = o.c_dur;
   return topt;
 }
 
@@ -200,7 +203,8 @@ void TrainingRun::restore_or_start_fresh() {
   nlohmann::json run_config = {{"data", o.data_dir},         {"model", o.model_dir},
                                {"batch_size", o.batch_size}, {"grad_accum", o.grad_accum},
                                {"lr", o.learning_rate},      {"segment_frames", o.segment_frames},
-                               {"seed", o.seed},             {"max_samples", count_}};
+                               {"seed", o.seed},             {"max_samples", count_},
+                               {"objective", objective_->name()}};
   if (o.resume) {
     io::CheckpointScan scan = io::latest_valid_checkpoint(checkpoints_dir_, &std::cerr);
     VC_CHECK(scan.latest, "--resume: no valid checkpoint in " << checkpoints_dir_);
@@ -210,6 +214,12 @@ void TrainingRun::restore_or_start_fresh() {
     state_ = io::read_trainer_state(ck.path_of(io::kTrainerStateFileName));
     VC_CHECK(state_.rng_seed == o.seed, "--resume: the checkpoint was made with --seed " << state_.rng_seed
                                                                                          << ", not " << o.seed);
+    // A checkpoint from before objectives were recorded was made by the only one there was: mel.
+    const std::string saved_objective = state_.config.value("objective", std::string("mel"));
+    VC_CHECK(saved_objective == objective_->name(),
+             "--resume: the checkpoint " << ck.path << " was trained with --objective " << saved_objective
+                                         << ", not " << objective_->name() << "; its optimizer state belongs to that "
+                                         << "objective (pass --objective " << saved_objective << ")");
     objective_->set_rng_offset(state_.rng_offset);
     std::printf("resumed from %s: step %lld, epoch %lld, %lld samples into the epoch\n", ck.path.c_str(),
                 static_cast<long long>(state_.step), static_cast<long long>(state_.epoch),
@@ -263,6 +273,7 @@ void TrainingRun::print_plan() const {
               "%lld updates per epoch, %s\n",
               static_cast<long long>(count_), train_->total_seconds() / 60.0, options_.epochs, options_.batch_size,
               options_.grad_accum, static_cast<long long>(updates_per_epoch), objective_->describe_schedule().c_str());
+  std::printf("objective %s: loss = %s\n", objective_->name().c_str(), objective_->describe_loss().c_str());
   std::fflush(stdout);
 }
 
@@ -436,8 +447,9 @@ void TrainingRun::print_progress(const StepStats& st, double rate) const {
 }
 
 // Every eval_every applied updates, when the data has an evaluation split; never with 0.
+// An empty evaluation split (prepare --eval-fraction 0) means no evaluation.
 bool TrainingRun::evaluation_due() const {
-  return eval_ && options_.eval_every > 0 && state_.step % options_.eval_every == 0;
+  return eval_ && eval_->size() > 0 && options_.eval_every > 0 && state_.step % options_.eval_every == 0;
 }
 
 // The objective's loss on the first eight evaluation utterances, and the first of them synthesised

@@ -39,6 +39,10 @@ struct TrainRunOptions {
   bool recompute_decoder = false;  // recompute HiFi-GAN residual blocks in the backward (less memory)
   double noise_scale = 0.667;
   double noise_scale_duration = 0.8;
+  // The vae objective's loss weights (finetune-hf-vits' defaults).
+  double c_mel = 35.0;
+  double c_kl = 1.5;
+  double c_dur = 1.0;
   uint64_t seed = 0;
   bool resume = false;
   // Optimizer steps between periodic checkpoints; 0: none, only the final checkpoint (and the one a

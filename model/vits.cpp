@@ -11,6 +11,7 @@
 #include "model/flow.h"
 #include "model/hifigan.h"
 #include "model/layers.h"
+#include "model/posterior_encoder.h"
 #include "model/text_encoder.h"
 #include "model/wavenet.h"
 
@@ -23,9 +24,7 @@ void declare_vits(const io::VitsConfig& c, ParameterStore& store) {
   declare_duration_predictor(c, store);
   if (c.num_speakers > 1)
     store.declare("embed_speaker.weight", {c.num_speakers, c.speaker_embedding_size}, {InitKind::Normal, c.initializer_range});
-  declare_conv1d(store, "posterior_encoder.conv_pre", c.spectrogram_bins, c.hidden_size, 1);
-  declare_wavenet(c, store, "posterior_encoder.wavenet", c.posterior_encoder_num_wavenet_layers);
-  declare_conv1d(store, "posterior_encoder.conv_proj", c.hidden_size, 2 * c.flow_size, 1);
+  declare_posterior_encoder(c, store);
 }
 
 VitsModel::VitsModel(io::VitsConfig config) : config_(std::move(config)) {

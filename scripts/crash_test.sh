@@ -10,15 +10,15 @@
 # byte for byte those of an uninterrupted run with the same seed.
 # Prints a summary (kills, phases hit, checkpoints loaded, result); exits non-zero on any failure.
 #
-# Usage: scripts/crash_test.sh [--build DIR] [--work DIR] [--kills N] [--seed S] [--steps N]
+# Usage: scripts/crash_test.sh [--build DIR] [--work DIR] [--kills N] [--seed S] [--steps N] [--objective NAME]
 #   --build  build directory with vitscuda and weights_convert (built if missing; default build)
 #   --work   scratch directory; the corpus, model and prepared data in it are reused (default
 #            BUILD/crash_test)
 #   --kills  number of SIGKILLs (default 20); --seed: seed of the kill schedule and of training
-#   --steps  optimizer steps of the run (default 48)
+#   --steps  optimizer steps of the run (default 48); --objective: the training objective (default vae)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="$root/build" work="" kills=20 seed=1 steps=48
+build="$root/build" work="" kills=20 seed=1 steps=48 objective=vae
 while (($#)); do
   case "$1" in
     --build) build="$2"; shift 2 ;;
@@ -26,6 +26,7 @@ while (($#)); do
     --kills) kills="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
+    --objective) objective="$2"; shift 2 ;;
     *) echo "crash_test.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -71,7 +72,7 @@ cache_sums="$(cd "$work/data" && sha256sum train.vcds eval.vcds)"
 # Checkpoint every step and keep two, so that commits and prunes happen all the time; a few
 # epochs, so that epoch boundaries and the data order are restored too; random segments, so that
 # the random-number stream has to be restored exactly.
-train_args=(train --data "$work/data" --model "$work/model" --batch-size 4 --segment-frames 16
+train_args=(train --objective "$objective" --data "$work/data" --model "$work/model" --batch-size 4 --segment-frames 16
   --epochs 1000 --max-steps "$steps" --checkpoint-every 1 --keep-checkpoints 2 --eval-every 8
   --log-every 1 --lr 2e-4 --warmup-steps 4 --seed "$seed")
 

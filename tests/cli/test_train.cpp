@@ -157,12 +157,55 @@ TEST(Train, SigtermSavesALoadableCheckpointAndTheResumedRunIsBitExact) {
   EXPECT_EQ(step_losses(tmp + "/run/metrics.jsonl"), step_losses(tmp + "/straight/metrics.jsonl"));
 }
 
+// The vae objective through the command: every term in the metrics, finite; its loss weights printed;
+// a resumed run bit-exact; a checkpoint of one objective refused by another, by name.
+TEST(Train, VaeObjectiveLogsEveryTermAndResumesBitExact) {
+  const std::string tmp = vitscuda::testing::temp_dir("train_vae");
+  const std::string data = prepared_corpus(tmp);
+  const std::string common = " train --objective vae --data " + data + " --model " + kModel +
+                             " --epochs 2 --batch-size 4 --segment-frames 8 --lr 1e-3 --seed 9 --log-every 100"
+                             " --checkpoint-every 0 --eval-every 3 --c-kl 2";
+  auto full = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/full");
+  ASSERT_EQ(full.status, 0) << full.output;
+  EXPECT_NE(full.output.find("objective vae: loss = 35 * mel + 2 * kl + 1 * dur"), std::string::npos) << full.output;
+  int steps = 0, evaluations = 0;
+  for (const auto& m : read_metrics(tmp + "/full/metrics.jsonl")) {
+    const bool eval = m.contains("eval_loss");
+    const std::string prefix = eval ? "eval_loss_" : "loss_";
+    if (!eval && !m.contains("loss")) continue;
+    (eval ? evaluations : steps) += 1;
+    double weighted = 0;
+    for (const char* term : {"mel", "kl", "dur"}) {
+      ASSERT_TRUE(m.contains(prefix + term)) << m.dump();
+      const double v = m[prefix + term].get<double>();
+      EXPECT_TRUE(std::isfinite(v)) << m.dump();
+      weighted += (std::string(term) == "mel" ? 35.0 : std::string(term) == "kl" ? 2.0 : 1.0) * v;
+    }
+    const double total = m[eval ? "eval_loss" : "loss"].get<double>();
+    EXPECT_NEAR(total, weighted, 1e-4 * std::max(1.0, std::fabs(total))) << "the total is the weighted sum: " << m.dump();
+  }
+  EXPECT_EQ(steps, 6) << "12 utterances (11 for training), batch 4, 2 epochs";
+  EXPECT_GE(evaluations, 2);
+
+  auto part = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/resumed --max-steps 4");
+  ASSERT_EQ(part.status, 0) << part.output;
+  auto other = run_command(binary_path("vitscuda") + " train --objective mel --data " + data + " --model " + kModel +
+                           " --epochs 2 --batch-size 4 --segment-frames 8 --seed 9 --out " + tmp + "/resumed --resume");
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("was trained with --objective vae, not mel"), std::string::npos) << other.output;
+  auto rest = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/resumed --resume");
+  ASSERT_EQ(rest.status, 0) << rest.output;
+  EXPECT_TRUE(slurp(tmp + "/full/final_model/model.safetensors") == slurp(tmp + "/resumed/final_model/model.safetensors"))
+      << "a resumed vae run must end with the same parameters as an uninterrupted one";
+  EXPECT_EQ(step_losses(tmp + "/full/metrics.jsonl"), step_losses(tmp + "/resumed/metrics.jsonl"));
+}
+
 TEST(Train, AnUnknownObjectiveIsRefusedNamingTheValidOnesBeforeAnythingIsLoaded) {
   const std::string tmp = vitscuda::testing::temp_dir("train_unknown_objective");
   auto r = run_command(binary_path("vitscuda") + " train --data " + tmp + "/no_data --model " + kModel + " --out " +
                        tmp + "/run --objective vits");
   EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_NE(r.output.find("unknown training objective \"vits\"; valid objectives: mel"), std::string::npos)
+  EXPECT_NE(r.output.find("unknown training objective \"vits\"; valid objectives: vae, mel"), std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(tmp + "/run")) << "nothing is created for a run that cannot start";
 }

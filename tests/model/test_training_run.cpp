@@ -64,6 +64,7 @@ class FakeObjective : public model::TrainingObjective {
   std::string name() const override { return "fake"; }
   std::vector<std::string> loss_terms() const override { return {"first", "second"}; }
   std::string describe_schedule() const override { return "fake schedule"; }
+  std::string describe_loss() const override { return "first + second"; }
   model::StepStats step(const std::vector<std::vector<model::TrainingItem>>& micro_batches, int64_t) override {
     ++updates_;
     model::StepStats st;
@@ -234,13 +235,13 @@ TEST(TrainingRun, ZeroCheckpointAndEvaluationIntervalsMeanOnlyTheFinalCheckpoint
 }
 
 TEST(TrainingObjectives, SelectedByNameAndAnUnknownNameListsTheValidOnes) {
-  EXPECT_EQ(model::training_objective_names(), std::vector<std::string>{"mel"});
+  EXPECT_EQ(model::training_objective_names(), (std::vector<std::string>{"vae", "mel"}));
   EXPECT_EQ(model::require_training_objective_name("mel"), "mel");
   try {
     model::require_training_objective_name("vits");
     FAIL() << "an unknown objective was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("unknown training objective \"vits\"; valid objectives: mel"),
+    EXPECT_NE(std::string(e.what()).find("unknown training objective \"vits\"; valid objectives: vae, mel"),
               std::string::npos)
         << e.what();
   }
@@ -250,6 +251,11 @@ TEST(TrainingObjectives, SelectedByNameAndAnUnknownNameListsTheValidOnes) {
   ASSERT_TRUE(mel);
   EXPECT_EQ(mel->name(), "mel");
   EXPECT_EQ(mel->loss_terms(), std::vector<std::string>{"mel"});
+  model::LoadedModel other = model::load_model_dir(tiny_model());
+  std::unique_ptr<model::TrainingObjective> vae = model::make_training_objective("vae", *other.model, {}, 0);
+  ASSERT_TRUE(vae);
+  EXPECT_EQ(vae->name(), "vae");
+  EXPECT_EQ(vae->loss_terms(), (std::vector<std::string>{"mel", "kl", "dur"}));
 }
 
 // The mel objective's single term is its whole loss, in a step and in an evaluation.
