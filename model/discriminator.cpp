@@ -97,6 +97,22 @@ Tensor fold_weight_norm(const Tensor& g, const Tensor& v) {
 
 }  // namespace
 
+double discriminator_forward_flops(const io::VitsConfig& config, int64_t batch, int64_t samples) {
+  double flops = 0;
+  const std::vector<std::vector<ConvSpec>> subs = all_convs(config);
+  for (size_t k = 0; k < subs.size(); ++k) {
+    const bool scale = !config.discriminator_scale_channels.empty() && k == 0;
+    const int64_t period = scale ? 1 : config.discriminator_periods[k - (config.discriminator_scale_channels.empty() ? 0 : 1)];
+    int64_t length = (samples + period - 1) / period;  // after the right reflect padding
+    const double rows = static_cast<double>(batch) * period;
+    for (const ConvSpec& s : subs[k]) {
+      length = (length + 2 * s.padding - s.kernel) / s.stride + 1;
+      flops += 2.0 * rows * s.cout * static_cast<double>(length) * (s.cin / s.groups) * s.kernel;
+    }
+  }
+  return flops;
+}
+
 void declare_discriminator(const io::VitsConfig& config, ParameterStore& store) {
   for (const std::vector<ConvSpec>& convs : all_convs(config))
     for (const ConvSpec& s : convs) {

@@ -70,6 +70,10 @@ class Discriminator {
   std::vector<std::string> names_;
 };
 
+// Floating-point operations of one forward over `batch` waveforms of `samples` samples: 2 per multiply-add of
+// every conv (bias, LeakyReLU and weight norm not counted). For benchmarks.
+double discriminator_forward_flops(const io::VitsConfig& config, int64_t batch, int64_t samples);
+
 // Declares the discriminator's parameters (weight-normed, legacy weight_g / weight_v names).
 void declare_discriminator(const io::VitsConfig& config, ParameterStore& store);
 

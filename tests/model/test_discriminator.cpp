@@ -191,6 +191,9 @@ TEST(Discriminator, SegmentScoreLengthsAndParameterCountOfTheDefaultConfig) {
   EXPECT_EQ(full.name(5), "period_11");
   EXPECT_EQ(full.params().info("discriminator.discriminators.0.convs.4.weight_v").shape, (Shape{1024, 4, 41}));
   EXPECT_EQ(full.params().info("discriminator.discriminators.5.final_conv.weight_g").shape, (Shape{1, 1, 1, 1}));
+  // torch, counting 2 * output elements * weight[0].numel() over every Conv1d / Conv2d of that discriminator's
+  // forward on [1, 1, 8192] (forward hooks).
+  EXPECT_DOUBLE_EQ(model::discriminator_forward_flops(io::VitsConfig{}, 1, 8192), 9919301376.0);
 }
 
 TEST(Discriminator, NullScaleChannelsLeaveOnlyThePeriodDiscriminators) {
