@@ -100,11 +100,14 @@ Tensor fold_weight_norm(const Tensor& g, const Tensor& v) {
 double discriminator_forward_flops(const io::VitsConfig& config, int64_t batch, int64_t samples) {
   double flops = 0;
   const std::vector<std::vector<ConvSpec>> subs = all_convs(config);
+  // The sequence each sub-discriminator convolves: the scale one sees the waveform (period 1), a period one
+  // p columns of ceil(samples / p) after the right reflect padding.
+  std::vector<int64_t> periods;
+  if (!config.discriminator_scale_channels.empty()) periods.push_back(1);
+  for (int p : config.discriminator_periods) periods.push_back(p);
   for (size_t k = 0; k < subs.size(); ++k) {
-    const bool scale = !config.discriminator_scale_channels.empty() && k == 0;
-    const int64_t period = scale ? 1 : config.discriminator_periods[k - (config.discriminator_scale_channels.empty() ? 0 : 1)];
-    int64_t length = (samples + period - 1) / period;  // after the right reflect padding
-    const double rows = static_cast<double>(batch) * period;
+    int64_t length = (samples + periods[k] - 1) / periods[k];
+    const double rows = static_cast<double>(batch) * periods[k];
     for (const ConvSpec& s : subs[k]) {
       length = (length + 2 * s.padding - s.kernel) / s.stride + 1;
       flops += 2.0 * rows * s.cout * static_cast<double>(length) * (s.cin / s.groups) * s.kernel;
@@ -240,7 +243,8 @@ DiscriminatorImport import_discriminator(const io::SafetensorsFile& file, Discri
     } else {
       target = canonical_parameter_name(e.name);
       if (target != e.name) layouts.insert(DiscriminatorLayout::Parametrizations);
-      else if (ends_with(e.name, ".weight_g") || ends_with(e.name, ".weight_v")) layouts.insert(DiscriminatorLayout::Legacy);
+      else if (ends_with(e.name, ".weight_g") || ends_with(e.name, ".weight_v"))
+        layouts.insert(DiscriminatorLayout::Legacy);
       if (!store.has(target)) {
         report.unexpected.push_back(e.name);
         continue;

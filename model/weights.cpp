@@ -44,7 +44,8 @@ std::string ImportReport::summary(const std::string& file) const {
   return os.str();
 }
 
-ImportReport import_parameters(const io::SafetensorsFile& file, ParameterStore& store, const std::string& ignore_prefix) {
+ImportReport import_parameters(const io::SafetensorsFile& file, ParameterStore& store,
+                               const std::string& ignore_prefix) {
   ImportReport report;
   bool saw_parametrizations = false, saw_legacy = false;
   std::set<std::string> found;

@@ -98,7 +98,8 @@ std::map<std::string, std::string> recorded_dtypes(const std::map<std::string, s
   if (it == meta.end()) return fallback;
   std::map<std::string, std::string> dtypes;
   nlohmann::json j = nlohmann::json::parse(it->second);
-  for (auto& [name, dtype] : j.items()) dtypes[name] = dtype.get<std::string>() == "F64" ? "F32" : dtype.get<std::string>();
+  for (auto& [name, dtype] : j.items())
+    dtypes[name] = dtype.get<std::string>() == "F64" ? "F32" : dtype.get<std::string>();
   return dtypes;
 }
 

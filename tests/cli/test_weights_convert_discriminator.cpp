@@ -68,7 +68,8 @@ TEST(WeightsConvertDiscriminator, TrainCheckpointRoundTripsBitForBit) {
   const RunResult exp = run(convert() + " export --with-discriminator " + tmp + "/ours " + tmp + "/hf");
   ASSERT_EQ(exp.status, 0) << exp.output;
   EXPECT_EQ(expect_same_tensors(train_fixture() + "/model.safetensors", tmp + "/hf/model.safetensors"), 72);
-  const nlohmann::json config = read_json(tmp + "/hf/config.json"), source = read_json(train_fixture() + "/config.json");
+  const nlohmann::json config = read_json(tmp + "/hf/config.json");
+  const nlohmann::json source = read_json(train_fixture() + "/config.json");
   for (const char* key : {"discriminator_kernel_size", "discriminator_stride", "discriminator_periods",
                           "discriminator_period_channels", "discriminator_scale_channels", "leaky_relu_slope"})
     EXPECT_EQ(config[key], source[key]) << key;
@@ -113,8 +114,9 @@ TEST(WeightsConvertDiscriminator, ConfigMismatchAndMissingFileAreNamed) {
   std::ofstream(tmp + "/train/config.json") << config.dump(2);
   const RunResult imp = run(convert() + " import " + tmp + "/train " + tmp + "/out");
   EXPECT_NE(imp.status, 0);
-  EXPECT_NE(imp.output.find("discriminator.discriminators.1.convs.3.weight: file [16, 16, 5, 1] vs config [32, 16, 5, 1]"),
-            std::string::npos)
+  EXPECT_NE(
+      imp.output.find("discriminator.discriminators.1.convs.3.weight: file [16, 16, 5, 1] vs config [32, 16, 5, 1]"),
+      std::string::npos)
       << imp.output;
   EXPECT_FALSE(fs::exists(tmp + "/out")) << "nothing is written when the discriminator does not fit";
 

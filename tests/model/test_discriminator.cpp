@@ -313,7 +313,8 @@ TEST(DiscriminatorImport, ParametrizationsNamesLoadLikeLegacyOnes) {
   EXPECT_EQ(a.params().flat().to_float_vector(), b.params().flat().to_float_vector());
   // And written back under the same names, with the same bytes.
   std::map<std::string, std::vector<uint8_t>> back;
-  for (const io::SafetensorsWriteEntry& e : model::discriminator_entries(b, model::DiscriminatorLayout::Parametrizations, {}))
+  for (const io::SafetensorsWriteEntry& e :
+       model::discriminator_entries(b, model::DiscriminatorLayout::Parametrizations, {}))
     back[e.name] = e.bytes;
   ASSERT_EQ(back.size(), renamed.size());
   for (const io::SafetensorsWriteEntry& e : renamed) {
