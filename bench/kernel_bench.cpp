@@ -35,6 +35,7 @@
 #include "common/error.h"
 #include "engine/autograd.h"
 #include "engine/device_allocator.h"
+#include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "io/hf_config.h"
@@ -52,6 +53,8 @@
 #include "kernels/norm.h"
 #include "kernels/philox.h"
 #include "kernels/spline.h"
+#include "model/adversarial_losses.h"
+#include "model/discriminator.h"
 #include "support/op_cases.h"
 
 namespace vitscuda::bench {
@@ -811,6 +814,105 @@ void misc_cases(const Config& cfg, const Combo& cb, std::vector<Case>& cases) {
   }
 }
 
+// ---- the discriminator of the full objective: forward, the discriminator step's backward and the generator
+// side's backward at the training segment (B 16 x 8192 samples), the config's discriminator (full channels by
+// default). FLOPs: the convs' multiply-adds (model::discriminator_forward_flops); a backward counts twice its
+// forwards (input and weight gradients), slightly more than it does (the first convs' input gradients of the
+// real branch are skipped). Bytes: the parameters and the waveforms read once, the outputs written once.
+
+struct DiscriminatorBench {
+  std::unique_ptr<model::Discriminator> disc;
+  Tensor real, fake;
+  autograd::Tape tape;
+  Tensor loss;
+};
+
+void discriminator_cases(const Config& cfg, std::vector<Case>& cases) {
+  const int64_t B = 16, N = 8192;
+  const double forward = model::discriminator_forward_flops(cfg.model, B, N);
+  const io::VitsConfig config = cfg.model;
+  const std::string shape = dims("waveform", {B, 1, N});
+  auto make = [config, B, N](bool trainable) {
+    auto st = std::make_shared<DiscriminatorBench>();
+    st->disc = std::make_unique<model::Discriminator>(config);
+    st->disc->initialize(7);
+    st->disc->to(Device::CUDA);
+    if (trainable) st->disc->params().enable_grad([](const std::string&) { return true; });
+    st->real = dev_uniform({B, 1, N}, -0.5, 0.5);
+    st->fake = dev_uniform({B, 1, N}, -0.5, 0.5);
+    return st;
+  };
+  auto param_bytes = [](const DiscriminatorBench& st) { return 4.0 * st.disc->params().count(); };
+
+  Case fwd;
+  fwd.op = "discriminator";
+  fwd.variant = "forward";
+  fwd.where = "B16 x 8192";
+  fwd.shape = shape;
+  fwd.flops = forward;
+  fwd.prepare = [make, param_bytes] {
+    auto st = make(false);
+    auto out = std::make_shared<Tensor>();
+    Prepared p;
+    p.run = [st, out] { *out = st->disc->forward(st->real).scores.back(); };
+    p.result = [out] { return *out; };
+    p.bytes = param_bytes(*st) + 4.0 * st->real.numel();
+    return p;
+  };
+  cases.push_back(fwd);
+
+  // The discriminator step: L_D of D(real) and D(sg(fake)), gradients of every discriminator parameter.
+  Case dstep = fwd;
+  dstep.variant = "backward/discriminator-step";
+  dstep.flops = 2.0 * 2.0 * forward;
+  dstep.prepare = [make, param_bytes] {
+    auto st = make(true);
+    Prepared p;
+    p.setup = [st] {
+      st->tape.clear();
+      autograd::RecordingScope recording(st->tape);
+      const model::DiscriminatorOutput r = st->disc->forward(st->real), f = st->disc->forward(st->fake);
+      st->loss = model::discriminator_loss(r.scores, f.scores).loss;
+    };
+    p.run = [st] { st->tape.backward(st->loss); };
+    p.output = st->disc->params().grads();
+    p.bytes = 3.0 * param_bytes(*st) + 2.0 * 4.0 * st->real.numel();
+    return p;
+  };
+  cases.push_back(dstep);
+
+  // The generator side: L_adv + L_fm with D(real)'s maps detached, gradients of the generated waveform (and,
+  // as in finetune-hf-vits, of the discriminator's parameters).
+  Case gside = fwd;
+  gside.variant = "backward/generator-side";
+  gside.flops = 2.0 * forward;
+  gside.prepare = [make, param_bytes] {
+    auto st = make(true);
+    auto slot = std::make_shared<autograd::GradSlot>();
+    slot->shape = st->fake.shape();
+    slot->device = Device::CUDA;
+    st->fake.set_grad_slot(slot);
+    Prepared p;
+    p.setup = [st] {
+      st->tape.clear();
+      autograd::RecordingScope recording(st->tape);
+      model::DiscriminatorOutput r;
+      {
+        autograd::NoGradScope no_grad;  // its maps are constants of the loss
+        r = st->disc->forward(st->real);
+      }
+      const model::DiscriminatorOutput f = st->disc->forward(st->fake);
+      st->loss = ops::add(model::generator_adversarial_loss(f.scores).loss,
+                          model::feature_matching_loss(r.feature_maps, f.feature_maps).loss);
+    };
+    p.run = [st] { st->tape.backward(st->loss); };
+    p.output = slot->accumulator();
+    p.bytes = 3.0 * param_bytes(*st) + 3.0 * 4.0 * st->real.numel();
+    return p;
+  };
+  cases.push_back(gside);
+}
+
 // ---- the op case list: forward and backward of every case at its VITS shape, per CUDA variant
 
 double device_bytes(const testing::OpCase& oc, const std::vector<Tensor>& values, bool differentiable_only) {
@@ -893,6 +995,7 @@ std::vector<Case> build_cases(const Config& cfg) {
   std::vector<Case> cases;
   op_case_rows(cases);
   weight_norm_cases(cfg, cases);
+  discriminator_cases(cfg, cases);
   for (const Combo& cb : combos(cfg)) {
     conv1d_cases(cfg, cb, cases);
     conv_transpose_cases(cfg, cb, cases);

@@ -4,7 +4,7 @@
 // kernels/ (f32 and f64 on the CPU). Layout conventions follow PyTorch:
 // sequences are [batch, channels, time] for convolutions.
 // Sources: ops_elementwise.cpp, ops_nn.cpp, ops_attention.cpp, ops_spline.cpp, ops_align.cpp,
-// ops_audio.cpp, ops_loss.cpp, one per kernel family; how an op is written: engine/op_support.h.
+// ops_audio.cpp, ops_loss.cpp, ops_pad.cpp, one per kernel family; how an op is written: engine/op_support.h.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -49,6 +49,10 @@ Tensor narrow(const Tensor& x, int dim, int64_t start, int64_t length);  // copy
 Tensor cat(const std::vector<Tensor>& xs, int dim);
 Tensor flip(const Tensor& x, int dim);
 Tensor sum(const Tensor& x, int dim, bool keepdim);
+// torch.nn.functional.pad(x, (left, right), mode="reflect") on the last dimension: padded samples mirror
+// the row around its first / last sample (left, right < the last dimension); the backward folds their
+// gradients back into the mirrored samples. Source: ops_pad.cpp (kernels/pad.h).
+Tensor reflect_pad(const Tensor& x, int64_t left, int64_t right);
 
 // ---- linear algebra ----
 // x [..., in] @ w[out, in]^T + b[out] (b may be undefined).

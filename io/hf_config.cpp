@@ -153,6 +153,18 @@ VitsConfig VitsConfig::from_json(const json& j, const std::string& source) {
   r.read("sampling_rate", c.sampling_rate);
   // PretrainedConfig writes null when no pad token is set: no padding index, like an absent key.
   if (!(j.contains("pad_token_id") && j["pad_token_id"].is_null())) r.read("pad_token_id", c.pad_token_id);
+  for (const char* key : {"discriminator_kernel_size", "discriminator_stride", "discriminator_periods",
+                          "discriminator_period_channels", "discriminator_scale_channels"})
+    if (j.contains(key)) c.discriminator_fields_present = true;
+  r.read("discriminator_kernel_size", c.discriminator_kernel_size);
+  r.read("discriminator_stride", c.discriminator_stride);
+  r.read("discriminator_periods", c.discriminator_periods);
+  r.read("discriminator_period_channels", c.discriminator_period_channels);
+  // null: no scale discriminator (finetune-hf-vits' VitsDiscriminator skips it).
+  if (j.contains("discriminator_scale_channels") && j["discriminator_scale_channels"].is_null())
+    c.discriminator_scale_channels.clear();
+  else
+    r.read("discriminator_scale_channels", c.discriminator_scale_channels);
   c.validate(source);
   return c;
 }
@@ -289,12 +301,41 @@ void VitsConfig::validate(const std::string& source) const {
   finite("noise_scale_duration", noise_scale_duration);
   non_negative("noise_scale_duration", noise_scale_duration);
   positive("sampling_rate", sampling_rate);
+  positive("discriminator_kernel_size", discriminator_kernel_size);
+  positive("discriminator_stride", discriminator_stride);
+  VC_CHECK(!discriminator_periods.empty(), source << ": field 'discriminator_periods' must not be empty");
+  for (int p : discriminator_periods)
+    VC_CHECK(p >= 1, source << ": field 'discriminator_periods' entries must be >= 1, got "
+                            << list_str(discriminator_periods));
+  auto channel_list = [&](const char* field, const std::vector<int>& channels) {
+    VC_CHECK(channels.size() >= 2 && channels[0] == 1,
+             source << ": field '" << field << "' must list >= 2 channel counts starting with 1 (the waveform), got "
+                    << list_str(channels));
+    for (int ch : channels)
+      VC_CHECK(ch > 0, source << ": field '" << field << "' entries must be > 0, got " << list_str(channels));
+  };
+  channel_list("discriminator_period_channels", discriminator_period_channels);
+  if (!discriminator_scale_channels.empty()) {
+    channel_list("discriminator_scale_channels", discriminator_scale_channels);
+    VC_CHECK(discriminator_scale_channels.size() <= 12,
+             source << ": field 'discriminator_scale_channels' has " << discriminator_scale_channels.size()
+                    << " entries; its group counts (4^i) would overflow");
+    const size_t n = discriminator_scale_channels.size();
+    for (size_t i = 1; i < n; ++i) {
+      const int groups = discriminator_scale_groups(static_cast<int>(i));
+      const int cin = discriminator_scale_channels[i], cout = i + 1 < n ? discriminator_scale_channels[i + 1] : cin;
+      VC_CHECK(cin % groups == 0 && cout % groups == 0,
+               source << ": field 'discriminator_scale_channels' " << list_str(discriminator_scale_channels)
+                      << ": the scale discriminator's conv " << i << " (" << cin << " -> " << cout << " channels) has "
+                      << groups << " groups, which must divide both channel counts");
+    }
+  }
   VC_CHECK(pad_token_id >= -1 && pad_token_id < vocab_size,
            source << ": field 'pad_token_id' must be null or in [0, vocab_size = " << vocab_size << "), got "
                   << pad_token_id);
 }
 
-json VitsConfig::to_json() const {
+json VitsConfig::to_json(bool with_discriminator) const {
   json j;
   j["architectures"] = json::array({"VitsModel"});
   j["model_type"] = "vits";
@@ -344,7 +385,21 @@ json VitsConfig::to_json() const {
   j["sampling_rate"] = sampling_rate;
   if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
   else j["pad_token_id"] = nullptr;
+  if (with_discriminator || discriminator_fields_present) {
+    j["discriminator_kernel_size"] = discriminator_kernel_size;
+    j["discriminator_stride"] = discriminator_stride;
+    j["discriminator_periods"] = discriminator_periods;
+    j["discriminator_period_channels"] = discriminator_period_channels;
+    if (discriminator_scale_channels.empty()) j["discriminator_scale_channels"] = nullptr;
+    else j["discriminator_scale_channels"] = discriminator_scale_channels;
+  }
   return j;
+}
+
+int VitsConfig::discriminator_scale_groups(int index) const {
+  int groups = 1;
+  for (int i = 0; i < index; ++i) groups *= 4;
+  return groups;
 }
 
 int VitsConfig::total_upsample() const {

@@ -55,6 +55,18 @@ struct VitsConfig {
   // From PretrainedConfig: the embedding's padding_idx (its row starts at zero and gets no gradient,
   // as in torch). -1 when absent or null, as transformers' default None.
   int pad_token_id = -1;
+  // The discriminator of finetune-hf-vits' VitsConfig (utils/configuration_vits.py), with its defaults:
+  // one scale discriminator on the raw waveform (channel list; empty when the config says null: no scale
+  // discriminator) and one period discriminator per period ((kernel, 1) convolutions with stride (stride, 1)).
+  // Plain transformers configs have none of these fields.
+  int discriminator_kernel_size = 5;
+  int discriminator_stride = 3;
+  std::vector<int> discriminator_periods = {2, 3, 5, 7, 11};
+  std::vector<int> discriminator_period_channels = {1, 32, 128, 512, 1024};
+  std::vector<int> discriminator_scale_channels = {1, 16, 64, 256, 1024};
+  // Whether config.json named any discriminator field: to_json() writes them back only then (or when
+  // asked to), so a plain VitsModel config round-trips unchanged.
+  bool discriminator_fields_present = false;
 
   // Parses and validates; `source` names the file in error messages.
   static VitsConfig from_json(const nlohmann::json& j, const std::string& source);
@@ -62,8 +74,14 @@ struct VitsConfig {
   // Throws vitscuda::Error naming the first invalid field.
   void validate(const std::string& source) const;
   // An HF config.json that transformers' VitsConfig loads (model_type "vits").
-  nlohmann::json to_json() const;
+  // with_discriminator: also the discriminator fields (they are written anyway when the source had them).
+  nlohmann::json to_json(bool with_discriminator = false) const;
   int total_upsample() const;  // product of upsample_rates: waveform samples per frame
+  // The scale discriminator's group count of its conv `index` (0-based): 1 for the first, then 4, 16, ...
+  // for the channel-changing ones and 4^(n-1) for the one that keeps the last channel count (finetune-hf-vits'
+  // VitsHifiGanDiscriminatorScaleResidualBlock). Convs 0 .. scale_channels.size() are grouped; the k5 conv and
+  // the final conv after them are not.
+  int discriminator_scale_groups(int index) const;
 };
 
 }  // namespace vitscuda::io

@@ -44,11 +44,13 @@ std::string ImportReport::summary(const std::string& file) const {
   return os.str();
 }
 
-ImportReport import_parameters(const io::SafetensorsFile& file, ParameterStore& store) {
+ImportReport import_parameters(const io::SafetensorsFile& file, ParameterStore& store,
+                               const std::string& ignore_prefix) {
   ImportReport report;
   bool saw_parametrizations = false, saw_legacy = false;
   std::set<std::string> found;
   for (const io::SafetensorsEntry& e : file.entries()) {
+    if (!ignore_prefix.empty() && e.name.compare(0, ignore_prefix.size(), ignore_prefix) == 0) continue;
     const std::string canonical = canonical_parameter_name(e.name);
     if (canonical != e.name) saw_parametrizations = true;
     if (ends_with(e.name, ".weight_g") || ends_with(e.name, ".weight_v")) saw_legacy = true;
@@ -88,9 +90,8 @@ void load_parameters_strict(const std::string& path, ParameterStore& store) {
   if (!report.ok()) VC_FAIL(report.summary(path));
 }
 
-void save_parameters(const std::string& path, const ParameterStore& store, WeightNormLayout layout,
-                     const std::map<std::string, std::string>& dtypes,
-                     const std::map<std::string, std::string>& metadata) {
+std::vector<io::SafetensorsWriteEntry> parameter_entries(const ParameterStore& store, WeightNormLayout layout,
+                                                         const std::map<std::string, std::string>& dtypes) {
   std::vector<io::SafetensorsWriteEntry> entries;
   entries.reserve(store.params().size());
   for (const ParameterInfo& p : store.params()) {
@@ -98,7 +99,13 @@ void save_parameters(const std::string& path, const ParameterStore& store, Weigh
     const std::string dtype = it == dtypes.end() ? "F32" : it->second;
     entries.push_back({layout_parameter_name(p.name, layout), dtype, p.shape, io::encode_f32(store.get(p.name), dtype)});
   }
-  io::write_safetensors(path, entries, metadata);
+  return entries;
+}
+
+void save_parameters(const std::string& path, const ParameterStore& store, WeightNormLayout layout,
+                     const std::map<std::string, std::string>& dtypes,
+                     const std::map<std::string, std::string>& metadata) {
+  io::write_safetensors(path, parameter_entries(store, layout, dtypes), metadata);
 }
 
 }  // namespace vitscuda::model

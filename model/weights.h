@@ -32,12 +32,19 @@ std::string canonical_parameter_name(const std::string& file_name);
 std::string layout_parameter_name(const std::string& canonical, WeightNormLayout layout);
 
 // Loads every declared parameter of `store` from `file`. Returns the report; tensors are loaded only when it is ok().
-ImportReport import_parameters(const io::SafetensorsFile& file, ParameterStore& store);
+// Tensors whose names start with `ignore_prefix` (when not empty) are skipped: another module's (the
+// discriminator.* tensors of a finetune-hf-vits "-train" checkpoint).
+ImportReport import_parameters(const io::SafetensorsFile& file, ParameterStore& store,
+                               const std::string& ignore_prefix = {});
 
 // Throws with the report's summary unless the import is clean.
 void load_parameters_strict(const std::string& safetensors_path, ParameterStore& store);
 
-// Writes every parameter: names in `layout`, each in dtype `dtypes[name]` (default F32), in declaration order.
+// Every parameter as a safetensors entry: names in `layout`, each in dtype `dtypes[name]` (default F32), in
+// declaration order.
+std::vector<io::SafetensorsWriteEntry> parameter_entries(const ParameterStore& store, WeightNormLayout layout,
+                                                         const std::map<std::string, std::string>& dtypes);
+// Writes parameter_entries(store, layout, dtypes) with `metadata`.
 void save_parameters(const std::string& path, const ParameterStore& store, WeightNormLayout layout,
                      const std::map<std::string, std::string>& dtypes, const std::map<std::string, std::string>& metadata);
 

@@ -476,6 +476,10 @@ void add_layout_cases(std::vector<OpCase>& cases) {
   layout("narrow_time", "narrow", {2, 3, 8}, {2, 384, 257},
          [](const In& in) { return ops::narrow(in[0], 2, 5 * in[0].dim(2) / 257, in[0].dim(2) / 6); });
   layout("flip", "flip", {2, 3, 4}, {2, 384, 257}, [](const In& in) { return ops::flip(in[0], 1); });
+  // Both sides padded, so the backward folds gradients into mirrored samples at each end (the period
+  // discriminators pad the right only, by up to period - 1, of a [B, 1, 8192] segment).
+  layout("reflect_pad", "reflect_pad", {2, 3, 7}, {16, 1, 8191},
+         [](const In& in) { return ops::reflect_pad(in[0], 2, 3); });
   layout("sum_channels", "sum", {2, 3, 4}, {2, 384, 257}, [](const In& in) { return ops::sum(in[0], 1, true); });
   layout("sum_time", "sum", {2, 3, 4}, {2, 384, 257}, [](const In& in) { return ops::sum(in[0], 2, false); });
   OpCase cat;
