@@ -25,7 +25,7 @@ struct SelftestArgs {
   std::string objective = "mel";
   DeviceOptions device;
   double seconds = 2.0, learning_rate = 2e-4;
-  int segment_frames = -1, steps = 20;  // -1: the objective's default (mel: whole utterance; vae: 32)
+  int segment_frames = -1, steps = 20;  // -1: the objective's default (mel: whole utterance; vae, full: 32)
   bool recompute_decoder = false;
   uint64_t seed = 0;
 };
@@ -93,7 +93,11 @@ class Selftest {
                 static_cast<long long>(vits_.params().count()));
     batch_ = {synthetic_item()};
     options_.learning_rate = a.learning_rate;
-    options_.step.segment_frames = a.segment_frames >= 0 ? a.segment_frames : (a.objective == "vae" ? 32 : 0);
+    options_.step.segment_frames = a.segment_frames >= 0 ? a.segment_frames : (a.objective == "mel" ? 0 : 32);
+    // full: the discriminator from the model directory when it has one; its adversarial terms reach the
+    // generator from the first step, so the steps below check the whole update.
+    options_.model_dir = a.model_dir;
+    options_.disc_warmup_steps = 0;
     options_.step.recompute_decoder = a.recompute_decoder;
     trainer_ = model::make_generator_trainer(a.objective, vits_, options_, a.seed);
     std::printf("objective %s: loss = %s\n", trainer_->name().c_str(), trainer_->describe_loss().c_str());
@@ -260,9 +264,9 @@ void register_selftest(CLI::App& app) {
   cmd->add_option("--model", args->model_dir, "Model directory (default: a random model from --config)");
   cmd->add_option("--config", args->config_path, "config.json for a randomly initialised model (vocab.json beside it)");
   cmd->add_option("--seconds", args->seconds, "Length of the synthetic target (default 2)");
-  cmd->add_option("--objective", args->objective, "The training objective to check: vae or mel (default mel)");
+  cmd->add_option("--objective", args->objective, "The training objective to check: full, vae or mel (default mel)");
   cmd->add_option("--segment-frames", args->segment_frames,
-                  "Decode a random window of this many frames (0: whole, the mel default; vae: 32 by default)");
+                  "Decode a random window of this many frames (0: whole, the mel default; vae, full: 32 by default)");
   cmd->add_flag("--recompute-decoder", args->recompute_decoder, "Recompute decoder activations in the backward");
   cmd->add_option("--steps", args->steps, "Steps for the falling-loss check (default 20)");
   cmd->add_option("--lr", args->learning_rate, "Learning rate (default 2e-4)");

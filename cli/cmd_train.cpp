@@ -15,12 +15,27 @@ void register_train(CLI::App& app, int& exit_status) {
   cmd->add_option("--model", o->model_dir, "Model directory to start from")->required();
   cmd->add_option("--out", o->out_dir, "Run directory: checkpoints/, final_model/, metrics.jsonl")->required();
   cmd->add_option("--objective", o->objective,
-                  "What training minimises: vae (VITS without discriminators: posterior encoder, alignment search, "
-                  "KL, duration and mel losses) or mel (log-mel L1 of audio decoded from the prior with the frozen "
+                  "What training minimises: full (VITS with its discriminators: the vae losses plus adversarial and "
+                  "feature-matching terms, a discriminator trained beside the generator), vae (VITS without "
+                  "discriminators: posterior encoder, alignment search, KL, duration and mel losses) or mel (log-mel L1 of audio decoded from the prior with the frozen "
                   "duration predictor's durations) (default " + o->objective + ")");
-  cmd->add_option("--c-mel", o->c_mel, "vae: weight of the mel loss (default 35)");
-  cmd->add_option("--c-kl", o->c_kl, "vae: weight of the KL loss (default 1.5)");
-  cmd->add_option("--c-dur", o->c_dur, "vae: weight of the duration loss (default 1)");
+  cmd->add_option("--c-mel", o->c_mel, "vae, full: weight of the mel loss (default 35)");
+  cmd->add_option("--c-kl", o->c_kl, "vae, full: weight of the KL loss (default 1.5)");
+  cmd->add_option("--c-dur", o->c_dur, "vae, full: weight of the duration loss (default 1)");
+  cmd->add_option("--c-gen", o->c_gen, "full: weight of the generator's adversarial loss (default 1)");
+  cmd->add_option("--c-fm", o->c_fm, "full: weight of the feature-matching loss (default 1)");
+  cmd->add_option("--c-disc", o->c_disc, "full: weight of the discriminator's loss in its backward (default 3)");
+  cmd->add_option("--disc-lr", o->disc_learning_rate,
+                  "full: the discriminator's peak learning rate, same schedule (default: --lr)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--disc-warmup-steps", o->disc_warmup_steps,
+                  "full: discriminator updates before the adversarial terms reach the generator (default 0 when the "
+                  "model directory has discriminator.safetensors, 200 for a freshly initialised discriminator)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--adam-beta1", o->adam_beta1, "AdamW beta1 (default 0.8 for full, 0.9 otherwise)")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--adam-beta2", o->adam_beta2, "AdamW beta2 (default 0.99 for full, 0.999 otherwise)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--epochs", o->epochs, "Epochs (default 1)");
   cmd->add_option("--batch-size", o->batch_size, "Utterances per micro-batch (default 4)");
   cmd->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer update (default 1)");

@@ -10,6 +10,7 @@
 #include "engine/device_allocator.h"
 #include "engine/ops.h"
 #include "kernels/device.h"
+#include "model/full_trainer.h"
 #include "model/vae_step.h"
 
 namespace vitscuda::model {
@@ -43,12 +44,18 @@ std::vector<kernels::AdamRange> trainable_ranges(VitsModel& model, const AdamWCo
 double host_scalar(const Tensor& t) { return t.to(Device::CPU).data<float>()[0]; }
 }  // namespace
 
+TrainerOptions with_beta_overrides(TrainerOptions options) {
+  if (options.adam_beta1 > 0) options.adam.beta1 = options.adam_beta1;
+  if (options.adam_beta2 > 0) options.adam.beta2 = options.adam_beta2;
+  return options;
+}
+
 GeneratorTrainer::GeneratorTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions options, uint64_t seed,
                                    bool (*trainable)(const std::string&))
     : model_(model),
       mel_(std::move(mel)),
-      options_(options),
-      optimizer_(model.params().flat_numel(), options.adam, trainable_ranges(model, options.adam, trainable),
+      options_(with_beta_overrides(options)),
+      optimizer_(model.params().flat_numel(), options_.adam, trainable_ranges(model, options.adam, trainable),
                  DType::F32, model.params().device()),
       schedule_(make_schedule(options)),
       rng_(seed) {}
@@ -155,6 +162,7 @@ std::unique_ptr<GeneratorTrainer> make_generator_trainer(const std::string& name
                                                          const TrainerOptions& options, uint64_t seed) {
   require_training_objective_name(name);
   MelSpectrogram mel(mel_config_for(model.config()));
+  if (name == FullTrainer::kName) return std::make_unique<FullTrainer>(model, std::move(mel), options, seed);
   if (name == VaeTrainer::kName) return std::make_unique<VaeTrainer>(model, std::move(mel), options, seed);
   return std::make_unique<MelTrainer>(model, std::move(mel), options, seed);
 }

@@ -1,6 +1,6 @@
-// The objectives that train the generator with one AdamW: "mel" (the seed objective: the frozen duration
-// predictor's durations, log-mel L1 of the generated audio) and "vae" (posterior, alignment search, KL,
-// duration and mel losses; model/vae_step.h). One update is the objective's forward on the tape, backward,
+// The objectives that train the generator with one AdamW: "mel" (the frozen duration predictor's durations,
+// log-mel L1 of the generated audio) and "vae" (posterior, alignment search, KL, duration and mel losses;
+// model/vae_step.h); "full" (model/full_trainer.h) adds the discriminator and its own AdamW to "vae". One update is the objective's forward on the tape, backward,
 // gradient-norm clipping and the fused AdamW, with gradient accumulation over micro-batches.
 #pragma once
 #include <cstdint>
@@ -99,6 +99,8 @@ std::unique_ptr<GeneratorTrainer> make_generator_trainer(const std::string& name
                                                          const TrainerOptions& options, uint64_t seed);
 
 LrSchedule make_schedule(const TrainerOptions& options);
+// `options` with adam's betas replaced by adam_beta1 / adam_beta2 where those are set (> 0).
+TrainerOptions with_beta_overrides(TrainerOptions options);
 // The mel settings VITS uses for a model: n_fft from spectrogram_bins, hop = decoder upsampling,
 // n_mels capped at spectrogram_bins / 4 for tiny test models.
 MelConfig mel_config_for(const io::VitsConfig& config, int n_mels = 80);

@@ -65,6 +65,11 @@ struct TrainStepOptions {
   double c_mel = 35.0;
   double c_kl = 1.5;
   double c_dur = 1.0;
+  // The full objective's: weights of L_adv and L_fm in the generator's loss, of L_D in the discriminator's
+  // backward (finetune-hf-vits' weight_gen, weight_fmaps, weight_disc).
+  double c_gen = 1.0;
+  double c_fm = 1.0;
+  double c_disc = 3.0;
 };
 
 struct TrainerOptions {
@@ -74,6 +79,18 @@ struct TrainerOptions {
   AdamWConfig adam;       // torch.optim.AdamW defaults
   double grad_clip = 1.0;  // max gradient L2 norm; 0 disables clipping
   TrainStepOptions step;
+  // The model directory the run starts from: where an objective finds state it owns beyond the generator's
+  // weights (the full objective's discriminator.safetensors). Empty: none.
+  std::string model_dir;
+  // The full objective's discriminator: its learning rate (0: learning_rate; the same schedule) and the
+  // discriminator updates before its gradients reach the generator (-1: 0 for a discriminator read from
+  // model_dir, kDefaultFreshDiscriminatorWarmup for a freshly initialised one).
+  double disc_learning_rate = 0;
+  int64_t disc_warmup_steps = -1;
+  // Overrides of adam's betas (every optimiser of the objective); 0: the objective's own (full: finetune-hf-vits'
+  // 0.8, 0.99; vae, mel: adam's).
+  double adam_beta1 = 0;
+  double adam_beta2 = 0;
 };
 
 class TrainingObjective {
@@ -101,6 +118,9 @@ class TrainingObjective {
   // written into / restored from a checkpoint directory. The model's parameters are the run's.
   virtual void save_state(io::CheckpointWriter& checkpoint) = 0;
   virtual void load_state(const io::CheckpointInfo& checkpoint) = 0;
+  // Files the objective adds to the run's final model directory (the generator's are the run's), so that
+  // directory continues training with this objective. Most objectives own none.
+  virtual void save_model_files(const std::string& dir) { (void)dir; }
   // Position of its random stream (Philox words consumed), kept in trainer_state.json for a resume.
   virtual uint64_t rng_offset() const = 0;
   virtual void set_rng_offset(uint64_t offset) = 0;

@@ -96,6 +96,14 @@ TrainerOptions trainer_options_of(const TrainRunOptions& o) {
   topt.step.c_mel = o.c_mel;
   topt.step.c_kl = o.c_kl;
   topt.step.c_dur = o.c_dur;
+  topt.step.c_gen = o.c_gen;
+  topt.step.c_fm = o.c_fm;
+  topt.step.c_disc = o.c_disc;
+  topt.model_dir = o.model_dir;
+  topt.disc_learning_rate = o.disc_learning_rate;
+  topt.disc_warmup_steps = o.disc_warmup_steps;
+  topt.adam_beta1 = o.adam_beta1;
+  topt.adam_beta2 = o.adam_beta2;
   return topt;
 }
 
@@ -582,6 +590,7 @@ void TrainingRun::finish_run() {
   save_checkpoint("final");
   const std::string final_dir = (fs::path(options_.out_dir) / "final_model").string();
   save_model_dir(final_dir, *loaded_.model, options_.model_dir, WeightNormLayout::Legacy, {}, {{"format", "pt"}});
+  objective_->save_model_files(final_dir);
   const double total = std::chrono::duration<double>(Clock::now() - run_start_).count();
   std::printf("training done: %lld updates in %s (%lld samples, %s); final model in %s\n",
               static_cast<long long>(state_.step), format_duration(total).c_str(),

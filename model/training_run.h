@@ -43,6 +43,17 @@ struct TrainRunOptions {
   double c_mel = 35.0;
   double c_kl = 1.5;
   double c_dur = 1.0;
+  // The full objective's: loss weights (finetune-hf-vits' defaults), the discriminator's learning rate
+  // (0: learning_rate) and warm-up (-1: the objective's default, see TrainerOptions::disc_warmup_steps).
+  double c_gen = 1.0;
+  double c_fm = 1.0;
+  double c_disc = 3.0;
+  double disc_learning_rate = 0;
+  int64_t disc_warmup_steps = -1;
+  // AdamW's betas; 0: the objective's default (full: finetune-hf-vits' 0.8, 0.99; vae and mel: torch's 0.9,
+  // 0.999).
+  double adam_beta1 = 0;
+  double adam_beta2 = 0;
   uint64_t seed = 0;
   bool resume = false;
   // Optimizer steps between periodic checkpoints; 0: none, only the final checkpoint (and the one a
