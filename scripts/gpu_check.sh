@@ -4,7 +4,7 @@
 #   2. every test binary (gtest --gtest_brief=1, in parallel); a test that says "no CUDA device" fails the check
 #   3. compute-sanitizer memcheck on the GPU tests and on every kernel through bench_kernels (small shapes)
 #   4. a random mms-tts-eng model (weights_convert init + export), bench_synth and transformers' VitsModel on it
-#   5. the vae objective's selftest on a full-size model; the training step (bench_train) against the same
+#   5. the vae and full objectives' selftests on a full-size model; the training step (bench_train) against the same
 #      step in PyTorch (bench/reference/train_step.py)
 #   6. bench_kernels --json, with the time that is left
 #   7. a summary table (tests per binary, sanitizer errors, bench headlines, RTF and training step vs PyTorch)
@@ -297,6 +297,11 @@ timeout -k 5 "$(tlimit 90 200)" "$bin/vitscuda" selftest --objective vae --devic
   --config tests/data/mms_tts_eng/config.json >>"$benchlog" 2>&1
 vae_rc=$?
 ((vae_rc == 0)) || fail "vitscuda selftest --objective vae exited $vae_rc"
+phase "full objective selftest (full-size random mms-tts-eng with its discriminator, CUDA)" | tee -a "$benchlog"
+timeout -k 5 "$(tlimit 60 200)" "$bin/vitscuda" selftest --objective full --device cuda --steps 3 --seconds 2 \
+  --config tests/data/mms_tts_eng/config.json >>"$benchlog" 2>&1
+full_rc=$?
+((full_rc == 0)) || fail "vitscuda selftest --objective full exited $full_rc"
 phase "training step" | tee -a "$benchlog"
 train_rc="not run" train_ref_rc="not run"
 if [[ -x "$bin/bench_train" ]]; then

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli/exit_status.h"
@@ -200,12 +201,119 @@ TEST(Train, VaeObjectiveLogsEveryTermAndResumesBitExact) {
   EXPECT_EQ(step_losses(tmp + "/full/metrics.jsonl"), step_losses(tmp + "/resumed/metrics.jsonl"));
 }
 
+namespace {
+
+// The tiny model with a small discriminator in its config (finetune-hf-vits' field names; the default one has
+// 1024-channel convs), as a model directory of its own.
+std::string tiny_model_with_small_discriminator(const std::string& dir) {
+  fs::create_directories(dir);
+  for (const auto& entry : fs::directory_iterator(kModel)) fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
+  nlohmann::json config = nlohmann::json::parse(slurp(kModel + "/config.json"));
+  config["discriminator_kernel_size"] = 5;
+  config["discriminator_stride"] = 3;
+  config["discriminator_periods"] = {2, 3, 5, 7, 11};
+  config["discriminator_period_channels"] = {1, 4, 8, 16, 16};
+  config["discriminator_scale_channels"] = {1, 8, 32, 64};
+  std::ofstream(dir + "/config.json") << config.dump(2) << "\n";
+  return dir;
+}
+
+}  // namespace
+
+// The full objective through the command: every term logged and finite, the total the generator's weighted
+// loss, its weights and the discriminator's origin printed; checkpoints and the final model carry the
+// discriminator and both optimizers (verify checks them); a resumed run is bit-exact, discriminator included;
+// a damaged discriminator in a checkpoint is refused by name.
+TEST(Train, FullObjectiveTrainsTheDiscriminatorAndResumesBitExact) {
+  const std::string tmp = vitscuda::testing::temp_dir("train_full");
+  const std::string data = prepared_corpus(tmp);
+  const std::string model = tiny_model_with_small_discriminator(tmp + "/model");
+  const std::string common = " train --objective full --data " + data + " --model " + model +
+                             " --epochs 2 --batch-size 4 --segment-frames 8 --lr 1e-3 --seed 9 --log-every 100"
+                             " --checkpoint-every 0 --eval-every 3 --c-fm 2 --disc-warmup-steps 2";
+  auto full = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/full");
+  ASSERT_EQ(full.status, 0) << full.output;
+  EXPECT_NE(full.output.find("objective full: loss = 35 * mel + 1.5 * kl + 1 * dur + 1 * gen + 2 * fm"),
+            std::string::npos) << full.output;
+  EXPECT_NE(full.output.find("discriminator: 3 * disc (--c-disc), 6 sub-discriminators"), std::string::npos)
+      << full.output;
+  EXPECT_NE(full.output.find("initialised (the model directory has no discriminator.safetensors)"), std::string::npos)
+      << full.output;
+  EXPECT_NE(full.output.find("both AdamW betas (0.8, 0.99)"), std::string::npos) << full.output;
+  int steps = 0, evaluations = 0;
+  for (const auto& m : read_metrics(tmp + "/full/metrics.jsonl")) {
+    const bool eval = m.contains("eval_loss");
+    const std::string prefix = eval ? "eval_loss_" : "loss_";
+    if (!eval && !m.contains("loss")) continue;
+    (eval ? evaluations : steps) += 1;
+    std::map<std::string, double> v;
+    for (const char* term : {"mel", "kl", "dur", "gen", "fm", "disc", "disc_real", "disc_fake"}) {
+      ASSERT_TRUE(m.contains(prefix + term)) << m.dump();
+      v[term] = m[prefix + term].get<double>();
+      EXPECT_TRUE(std::isfinite(v[term])) << m.dump();
+    }
+    EXPECT_GT(v["disc"], 0) << m.dump();
+    EXPECT_GT(v["fm"], 0) << m.dump();
+    // The first two updates are the discriminator's warm-up: the adversarial terms carry no weight yet (an
+    // evaluation at step s follows s discriminator updates).
+    const int64_t step = m["step"].get<int64_t>();
+    const bool warming_up = eval ? step < 2 : step <= 2;
+    double weighted = 35 * v["mel"] + 1.5 * v["kl"] + v["dur"];
+    if (!warming_up) weighted += v["gen"] + 2 * v["fm"];
+    const double total = m[eval ? "eval_loss" : "loss"].get<double>();
+    EXPECT_NEAR(total, weighted, 1e-4 * std::max(1.0, std::fabs(total))) << "the generator's weighted loss: " << m.dump();
+  }
+  EXPECT_EQ(steps, 6) << "12 utterances (11 for training), batch 4, 2 epochs";
+  EXPECT_GE(evaluations, 2);
+  const std::string final_ck = tmp + "/full/checkpoints/step-6";
+  for (const char* f : {"discriminator.safetensors", "disc_optimizer.safetensors", "optimizer.safetensors"}) {
+    EXPECT_TRUE(fs::exists(final_ck + "/" + f)) << f;
+    EXPECT_NE(slurp(final_ck + "/MANIFEST.json").find(f), std::string::npos) << f << " is in the manifest";
+  }
+  EXPECT_TRUE(slurp(final_ck + "/discriminator.safetensors") == slurp(tmp + "/full/final_model/discriminator.safetensors"))
+      << "the final model directory carries the trained discriminator";
+  auto verified = run_command(binary_path("vitscuda") + " verify " + final_ck);
+  EXPECT_EQ(verified.status, 0) << verified.output;
+
+  auto part = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/resumed --max-steps 4");
+  ASSERT_EQ(part.status, 0) << part.output;
+  auto other = run_command(binary_path("vitscuda") + " train --objective vae --data " + data + " --model " + model +
+                           " --epochs 2 --batch-size 4 --segment-frames 8 --seed 9 --out " + tmp + "/resumed --resume");
+  EXPECT_EQ(other.status, 1) << other.output;
+  EXPECT_NE(other.output.find("was trained with --objective full, not vae"), std::string::npos) << other.output;
+  auto rest = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/resumed --resume");
+  ASSERT_EQ(rest.status, 0) << rest.output;
+  EXPECT_TRUE(slurp(tmp + "/full/final_model/model.safetensors") == slurp(tmp + "/resumed/final_model/model.safetensors"))
+      << "a resumed full run must end with the same generator as an uninterrupted one";
+  EXPECT_TRUE(slurp(tmp + "/full/final_model/discriminator.safetensors") ==
+              slurp(tmp + "/resumed/final_model/discriminator.safetensors"))
+      << "... and the same discriminator";
+  EXPECT_EQ(step_losses(tmp + "/full/metrics.jsonl"), step_losses(tmp + "/resumed/metrics.jsonl"));
+
+  // The final model continues a full run with its discriminator, no warm-up.
+  auto again = run_command(binary_path("vitscuda") + " train --objective full --data " + data + " --model " + tmp +
+                           "/full/final_model --batch-size 4 --segment-frames 8 --seed 9 --max-steps 1 --out " + tmp +
+                           "/again");
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("read from " + tmp + "/full/final_model/discriminator.safetensors"), std::string::npos)
+      << again.output;
+  EXPECT_NE(again.output.find("after 0 discriminator warm-up steps"), std::string::npos) << again.output;
+
+  // A checkpoint whose discriminator does not fit the config: the tensor is named.
+  nlohmann::json config = nlohmann::json::parse(slurp(model + "/config.json"));
+  config["discriminator_period_channels"] = {1, 4, 8, 16, 32};
+  std::ofstream(model + "/config.json") << config.dump(2) << "\n";
+  auto mismatched = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/resumed --resume");
+  EXPECT_EQ(mismatched.status, 1) << mismatched.output;
+  EXPECT_NE(mismatched.output.find("discriminator.discriminators.1.convs.3"), std::string::npos) << mismatched.output;
+}
+
 TEST(Train, AnUnknownObjectiveIsRefusedNamingTheValidOnesBeforeAnythingIsLoaded) {
   const std::string tmp = vitscuda::testing::temp_dir("train_unknown_objective");
   auto r = run_command(binary_path("vitscuda") + " train --data " + tmp + "/no_data --model " + kModel + " --out " +
                        tmp + "/run --objective vits");
   EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_NE(r.output.find("unknown training objective \"vits\"; valid objectives: vae, mel"), std::string::npos)
+  EXPECT_NE(r.output.find("unknown training objective \"vits\"; valid objectives: full, vae, mel"), std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(tmp + "/run")) << "nothing is created for a run that cannot start";
 }
