@@ -102,6 +102,7 @@ bool is_out_of_memory(const std::string& message) {
 struct Args {
   std::string config_path = "tests/data/mms_tts_eng/config.json", tokenizer_dir, json_path, budget = "7.5G";
   std::string device = "cuda";
+  std::string objective = "mel";  // model::training_objective_names(); vae and full need segment settings
   std::string text = "The birch canoe slid on the smooth planks, and the boy glued the sheet to the dark blue background.";
   std::vector<std::string> settings;
   double seconds = 10, tokens_per_second = 15, learning_rate = 2e-4;
@@ -198,7 +199,12 @@ StepRun run_setting(const Args& a, const Setting& s, model::VitsModel& vits, con
   options.step.recompute_decoder = s.recompute;
   const std::vector<std::vector<model::TrainingItem>> micro{batch};
   try {
-    model::MelTrainer trainer(vits, mel, options, a.seed);
+    options.disc_warmup_steps = 0;  // full: the timed steps include the adversarial terms' backward
+    std::unique_ptr<model::GeneratorTrainer> objective =
+        a.objective == model::MelTrainer::kName
+            ? std::make_unique<model::MelTrainer>(vits, mel, options, a.seed)
+            : model::make_generator_trainer(a.objective, vits, options, a.seed);
+    model::GeneratorTrainer& trainer = *objective;
     for (int i = 0; i < a.warmup; ++i) {
       trainer.step(micro, 0);
       sync();
@@ -448,12 +454,21 @@ int run(int argc, char** argv) {
   app.add_flag("--quick", a.quick, "3 timed steps per setting, fewer AdamW and log-mel repetitions");
   app.add_flag("--list", a.list, "Print the setting names and exit");
   app.add_option("--json", a.json_path, "Write the results as JSON to FILE");
+  app.add_option("--objective", a.objective,
+                 "The training step timed: mel (default; the one bench/reference/train_step.py reproduces), vae or "
+                 "full (a seeded discriminator of the config; segment settings only)");
   app.add_option("--device", a.device, "cuda (default), or cpu to check the benchmark itself without a GPU")
       ->check(CLI::IsMember({"cuda", "cpu"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    model::require_training_objective_name(a.objective);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: --objective: %s\n", e.what());
+    return 2;
   }
   if (a.quick) {
     if (app.count("--steps") == 0) a.steps = 3;
@@ -565,6 +580,7 @@ int run(int argc, char** argv) {
     runs.push_back(std::move(r));
   }
   doc["settings"] = step_results;
+  doc["objective"] = a.objective;
 
   if (!runs.empty()) {
     std::printf("\n%-26s %-13s %9s %9s %8s %9s %11s %11s %11s %10s\n", "setting", "status", "s/step", "min s",

@@ -235,13 +235,13 @@ TEST(TrainingRun, ZeroCheckpointAndEvaluationIntervalsMeanOnlyTheFinalCheckpoint
 }
 
 TEST(TrainingObjectives, SelectedByNameAndAnUnknownNameListsTheValidOnes) {
-  EXPECT_EQ(model::training_objective_names(), (std::vector<std::string>{"vae", "mel"}));
+  EXPECT_EQ(model::training_objective_names(), (std::vector<std::string>{"full", "vae", "mel"}));
   EXPECT_EQ(model::require_training_objective_name("mel"), "mel");
   try {
     model::require_training_objective_name("vits");
     FAIL() << "an unknown objective was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("unknown training objective \"vits\"; valid objectives: vae, mel"),
+    EXPECT_NE(std::string(e.what()).find("unknown training objective \"vits\"; valid objectives: full, vae, mel"),
               std::string::npos)
         << e.what();
   }
