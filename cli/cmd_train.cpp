@@ -17,8 +17,9 @@ void register_train(CLI::App& app, int& exit_status) {
   cmd->add_option("--objective", o->objective,
                   "What training minimises: full (VITS with its discriminators: the vae losses plus adversarial and "
                   "feature-matching terms, a discriminator trained beside the generator), vae (VITS without "
-                  "discriminators: posterior encoder, alignment search, KL, duration and mel losses) or mel (log-mel L1 of audio decoded from the prior with the frozen "
-                  "duration predictor's durations) (default " + o->objective + ")");
+                  "discriminators: posterior encoder, alignment search, KL, duration and mel losses) or mel (log-mel "
+                  "L1 of audio decoded from the prior with the frozen duration predictor's durations) (default " +
+                      o->objective + ")");
   cmd->add_option("--c-mel", o->c_mel, "vae, full: weight of the mel loss (default 35)");
   cmd->add_option("--c-kl", o->c_kl, "vae, full: weight of the KL loss (default 1.5)");
   cmd->add_option("--c-dur", o->c_dur, "vae, full: weight of the duration loss (default 1)");

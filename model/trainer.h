@@ -1,7 +1,8 @@
 // The objectives that train the generator with one AdamW: "mel" (the frozen duration predictor's durations,
 // log-mel L1 of the generated audio) and "vae" (posterior, alignment search, KL, duration and mel losses;
-// model/vae_step.h); "full" (model/full_trainer.h) adds the discriminator and its own AdamW to "vae". One update is the objective's forward on the tape, backward,
-// gradient-norm clipping and the fused AdamW, with gradient accumulation over micro-batches.
+// model/vae_step.h); "full" (model/full_trainer.h) adds the discriminator and its own AdamW to "vae". One update
+// is the objective's forward on the tape, backward, gradient-norm clipping and the fused AdamW, with gradient
+// accumulation over micro-batches.
 #pragma once
 #include <cstdint>
 #include <memory>

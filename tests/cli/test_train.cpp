@@ -207,7 +207,8 @@ namespace {
 // 1024-channel convs), as a model directory of its own.
 std::string tiny_model_with_small_discriminator(const std::string& dir) {
   fs::create_directories(dir);
-  for (const auto& entry : fs::directory_iterator(kModel)) fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
+  for (const auto& entry : fs::directory_iterator(kModel))
+    fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
   nlohmann::json config = nlohmann::json::parse(slurp(kModel + "/config.json"));
   config["discriminator_kernel_size"] = 5;
   config["discriminator_stride"] = 3;
@@ -261,7 +262,8 @@ TEST(Train, FullObjectiveTrainsTheDiscriminatorAndResumesBitExact) {
     double weighted = 35 * v["mel"] + 1.5 * v["kl"] + v["dur"];
     if (!warming_up) weighted += v["gen"] + 2 * v["fm"];
     const double total = m[eval ? "eval_loss" : "loss"].get<double>();
-    EXPECT_NEAR(total, weighted, 1e-4 * std::max(1.0, std::fabs(total))) << "the generator's weighted loss: " << m.dump();
+    EXPECT_NEAR(total, weighted, 1e-4 * std::max(1.0, std::fabs(total)))
+        << "the generator's weighted loss: " << m.dump();
   }
   EXPECT_EQ(steps, 6) << "12 utterances (11 for training), batch 4, 2 epochs";
   EXPECT_GE(evaluations, 2);
@@ -270,7 +272,8 @@ TEST(Train, FullObjectiveTrainsTheDiscriminatorAndResumesBitExact) {
     EXPECT_TRUE(fs::exists(final_ck + "/" + f)) << f;
     EXPECT_NE(slurp(final_ck + "/MANIFEST.json").find(f), std::string::npos) << f << " is in the manifest";
   }
-  EXPECT_TRUE(slurp(final_ck + "/discriminator.safetensors") == slurp(tmp + "/full/final_model/discriminator.safetensors"))
+  EXPECT_TRUE(slurp(final_ck + "/discriminator.safetensors") ==
+              slurp(tmp + "/full/final_model/discriminator.safetensors"))
       << "the final model directory carries the trained discriminator";
   auto verified = run_command(binary_path("vitscuda") + " verify " + final_ck);
   EXPECT_EQ(verified.status, 0) << verified.output;
@@ -283,7 +286,8 @@ TEST(Train, FullObjectiveTrainsTheDiscriminatorAndResumesBitExact) {
   EXPECT_NE(other.output.find("was trained with --objective full, not vae"), std::string::npos) << other.output;
   auto rest = run_command(binary_path("vitscuda") + common + " --out " + tmp + "/resumed --resume");
   ASSERT_EQ(rest.status, 0) << rest.output;
-  EXPECT_TRUE(slurp(tmp + "/full/final_model/model.safetensors") == slurp(tmp + "/resumed/final_model/model.safetensors"))
+  EXPECT_TRUE(slurp(tmp + "/full/final_model/model.safetensors") ==
+              slurp(tmp + "/resumed/final_model/model.safetensors"))
       << "a resumed full run must end with the same generator as an uninterrupted one";
   EXPECT_TRUE(slurp(tmp + "/full/final_model/discriminator.safetensors") ==
               slurp(tmp + "/resumed/final_model/discriminator.safetensors"))

@@ -78,7 +78,8 @@ GoldenFullStep load_full_step(Device device) {
   s.posterior_noise = f.load_f32("posterior_noise");
   s.duration_noise = f.load_f32("duration_noise");
   const Tensor starts = f.load_f32("segment_starts");
-  for (int64_t i = 0; i < starts.numel(); ++i) s.segment_starts.push_back(static_cast<int64_t>(starts.data<float>()[i]));
+  for (int64_t i = 0; i < starts.numel(); ++i)
+    s.segment_starts.push_back(static_cast<int64_t>(starts.data<float>()[i]));
   g.options.model_dir = dir;
   g.options.disc_warmup_steps = 0;
   return g;
@@ -111,8 +112,10 @@ size_t expect_gradients_match(const io::SafetensorsFile& f, const std::string& p
   }
   std::printf("  %s: %zu parameter gradients, worst relative L2 error %.2e (%s)\n", what, checked, worst,
               worst_name.c_str());
-  const size_t in_file = static_cast<size_t>(std::count_if(
-      f.entries().begin(), f.entries().end(), [&](const io::SafetensorsEntry& e) { return e.name.rfind(prefix, 0) == 0; }));
+  const size_t in_file = static_cast<size_t>(std::count_if(f.entries().begin(), f.entries().end(),
+                                                            [&](const io::SafetensorsEntry& e) {
+                                                              return e.name.rfind(prefix, 0) == 0;
+                                                            }));
   EXPECT_EQ(checked, in_file) << what << ": every gradient of the file is compared";
   return checked;
 }

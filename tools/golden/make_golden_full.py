@@ -80,7 +80,8 @@ def main():
     ids, attention = enc["input_ids"], enc["attention_mask"]
     B, F_max = len(TEXTS), max(FRAMES)
     gen = torch.Generator().manual_seed(vae_golden.WAVE_SEED)
-    waves = [mel_golden.speech_like_wave(f * hop, config.sampling_rate, 110.0 + 40 * b, gen) for b, f in enumerate(FRAMES)]
+    waves = [mel_golden.speech_like_wave(f * hop, config.sampling_rate, 110.0 + 40 * b, gen)
+             for b, f in enumerate(FRAMES)]
     spec = torch.zeros(B, config.spectrogram_bins, F_max)
     target_mel = torch.zeros(B, vae_golden.N_MELS, F_max)
     padded_waves = torch.zeros(B, 1, F_max * hop)
