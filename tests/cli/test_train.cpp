@@ -312,6 +312,30 @@ TEST(Train, FullObjectiveTrainsTheDiscriminatorAndResumesBitExact) {
   EXPECT_NE(mismatched.output.find("discriminator.discriminators.1.convs.3"), std::string::npos) << mismatched.output;
 }
 
+// selftest --objective full on a model directory with its discriminator: the generator's full loss and every
+// generator gradient, then whole full updates (adversarial terms on from the first) until the loss falls.
+TEST(Train, SelftestChecksTheFullObjectiveWithTheModelDirectorysDiscriminator) {
+  const std::string tmp = vitscuda::testing::temp_dir("selftest_full");
+  const std::string model = tiny_model_with_small_discriminator(tmp + "/model");
+  fs::copy_file(vitscuda::testing::data_path("golden/full/discriminator.safetensors"),
+                model + "/discriminator.safetensors");
+  auto r = run_command(binary_path("vitscuda") + " selftest --objective full --model " + model +
+                       " --seconds 0.5 --steps 5 --seed 1 --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  size_t at = 0;
+  for (const std::string check :
+       {std::string("objective full: loss = 35 * mel + 1.5 * kl + 1 * dur + 1 * gen + 1 * fm"),
+        "read from " + model + "/discriminator.safetensors", std::string("after 0 discriminator warm-up steps"),
+        std::string("[PASS] loss finite and non-zero"), std::string("gen "), std::string("fm "),
+        std::string("[PASS] gradients: 250/250 trainable tensors finite and non-zero"),
+        std::string("[PASS] optimizer step changed"), std::string("[PASS] loss falls over 5 steps"),
+        std::string("selftest passed")}) {
+    at = r.output.find(check, at);
+    ASSERT_NE(at, std::string::npos) << check << " (in this order)\n" << r.output;
+  }
+  EXPECT_EQ(r.output.find("[FAIL]"), std::string::npos) << r.output;
+}
+
 TEST(Train, AnUnknownObjectiveIsRefusedNamingTheValidOnesBeforeAnythingIsLoaded) {
   const std::string tmp = vitscuda::testing::temp_dir("train_unknown_objective");
   auto r = run_command(binary_path("vitscuda") + " train --data " + tmp + "/no_data --model " + kModel + " --out " +
