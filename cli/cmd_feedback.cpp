@@ -38,7 +38,8 @@ void register_feedback(CLI::App& app, int& exit_status) {
   tr->add_option("--epochs", t->train.epochs, "Epochs (default 3)");
   tr->add_option("--batch-size", t->train.batch_size, "Utterances per batch (default 4)");
   tr->add_option("--lr", t->train.learning_rate, "Learning rate (default 1e-4)");
-  tr->add_option("--segment-frames", t->train.segment_frames, "Decoded window in frames (0: whole; default 32)");
+  tr->add_option("--objective", t->train.objective, "Training objective: vae or mel (default vae)");
+  tr->add_option("--segment-frames", t->train.segment_frames, "Decoded window in frames (0: whole, mel only; default 32)");
   tr->add_option("--seed", t->train.seed, "Seed");
   tr->add_option("--max-steps", t->train.max_steps, "Stop after N optimizer steps");
   tr->add_flag("--resume", t->train.resume, "Continue from the newest checkpoint in OUT/training");

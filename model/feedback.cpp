@@ -44,12 +44,13 @@ std::vector<TrainingItem> load_eval_items(const std::string& path) {
   return items;
 }
 
-// The mean loss of `objective` over the items, one item at a time.
-double eval_loss(const std::string& objective, const std::string& model_dir, const std::vector<TrainingItem>& items,
-                 uint64_t seed) {
+// The mean loss of the run's objective (with its window length) over the items, one item at a time.
+double eval_loss(const TrainRunOptions& run, const std::string& model_dir, const std::vector<TrainingItem>& items) {
   LoadedModel loaded = load_model_dir(model_dir);
+  TrainerOptions options;
+  options.step.segment_frames = run.segment_frames;
   const std::unique_ptr<TrainingObjective> evaluator =
-      make_training_objective(objective, *loaded.model, TrainerOptions{}, seed);
+      make_training_objective(run.objective, *loaded.model, options, run.seed);
   double sum = 0;
   for (const TrainingItem& item : items) sum += evaluator->evaluate({item}).total;
   return items.empty() ? std::nan("") : sum / static_cast<double>(items.size());
@@ -216,13 +217,13 @@ TrainingOutcome feedback_train(const FeedbackTrainOptions& o) {
   std::printf("training mix: %zu review items + %zu replayed from %s\n", review.size(), replayed, t.data_dir.c_str());
 
   const std::vector<TrainingItem> eval_items = load_eval_items((fs::path(data_dir) / "eval.vcds").string());
-  const double before = eval_loss(t.objective, t.model_dir, eval_items, t.seed);
+  const double before = eval_loss(t, t.model_dir, eval_items);
   TrainRunOptions run = t;
   run.data_dir = data_dir;
   run.out_dir = (fs::path(t.out_dir) / "training").string();
   const TrainingOutcome outcome = TrainingRun(run).run();
   if (outcome != TrainingOutcome::Done) return outcome;
-  const double after = eval_loss(t.objective, (fs::path(run.out_dir) / "final_model").string(), eval_items, t.seed);
+  const double after = eval_loss(t, (fs::path(run.out_dir) / "final_model").string(), eval_items);
   std::printf("eval loss before %.4f, after %.4f (%zu eval utterances)\n", before, after, eval_items.size());
   nlohmann::json report = {{"accepted", accepted},   {"corrected", corrected},
                            {"rejected", rejected},   {"pending", pending},

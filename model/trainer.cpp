@@ -10,6 +10,7 @@
 #include "engine/device_allocator.h"
 #include "engine/ops.h"
 #include "kernels/device.h"
+#include "model/alignment.h"
 #include "model/full_trainer.h"
 #include "model/vae_step.h"
 
@@ -148,6 +149,13 @@ std::string VaeTrainer::describe_loss() const {
                 "%g * mel + %g * kl + %g * dur (--c-mel, --c-kl, --c-dur; mel = log-mel L1 of a %d-frame window)",
                 options_.step.c_mel, options_.step.c_kl, options_.step.c_dur, options_.step.segment_frames);
   return buf;
+}
+
+ItemProblem VaeTrainer::check_item(const TrainingItem& item) const {
+  const int64_t frames = static_cast<int64_t>(item.wave.size()) / model_.config().total_upsample();
+  const AlignabilityProblem p =
+      alignability_problem(static_cast<int64_t>(item.ids.size()), frames, options_.step.segment_frames);
+  return {p.reason, p.detail};
 }
 
 VaeTrainer::VaeTrainer(VitsModel& model, MelSpectrogram mel, TrainerOptions options, uint64_t seed)

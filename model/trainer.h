@@ -88,6 +88,8 @@ class VaeTrainer : public GeneratorTrainer {
   std::string name() const override { return kName; }
   std::vector<std::string> loss_terms() const override { return {"mel", "kl", "dur"}; }
   std::string describe_loss() const override;
+  // An alignment needs a frame per token, and the window needs segment_frames frames.
+  ItemProblem check_item(const TrainingItem& item) const override;
 
  protected:
   ForwardLoss forward(const std::vector<TrainingItem>& batch, const TrainStepOptions& options, Rng& rng) override;

@@ -93,6 +93,11 @@ struct TrainerOptions {
   double adam_beta2 = 0;
 };
 
+// Why an objective cannot train on an item: a stable reason name and its detail (empty reason: usable).
+struct ItemProblem {
+  std::string reason, detail;
+};
+
 class TrainingObjective {
  public:
   virtual ~TrainingObjective() = default;
@@ -109,6 +114,9 @@ class TrainingObjective {
   // One update from `micro_batches` (each a batch; losses averaged). A non-finite loss or gradient
   // skips the update and is reported in the stats, never applied.
   virtual StepStats step(const std::vector<std::vector<TrainingItem>>& micro_batches, int64_t epoch) = 0;
+  // Checks an item against what this objective needs (the loop has already checked tokens, audio and
+  // speaker); the loop records a refused item as a failed sample under the reason.
+  virtual ItemProblem check_item(const TrainingItem&) const { return {}; }
   // Test hook for the failure policy: the next step's loss is replaced by NaN (its update is skipped).
   virtual void poison_next_step() = 0;
   // Loss without gradients (evaluation); never disturbs the training random stream.

@@ -356,6 +356,14 @@ bool TrainingRun::load_item(int64_t index, TrainingItem& item, std::string& reas
     detail = d.id;
     return false;
   }
+  // What the objective itself needs (e.g. a frame per token for the alignment search): an item of a cache
+  // prepared before prepare rejected it is refused here by name.
+  const ItemProblem problem = objective_->check_item(item);
+  if (!problem.reason.empty()) {
+    reason = problem.reason;
+    detail = d.id + ": " + problem.detail;
+    return false;
+  }
   return true;
 }
 

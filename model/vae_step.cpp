@@ -72,7 +72,7 @@ VaeStepResult vae_training_forward(const VitsModel& model, const MelSpectrogram&
   const BatchInputs in = batch_inputs_of(model, batch);
   const int64_t B = in.batch, T = in.tokens, F = in.max_frames;
   for (int64_t b = 0; b < B; ++b)
-    check_alignable(in.token_lengths[b], in.frames[b], K, "training item " + std::to_string(b));
+    check_alignable(in.token_lengths[b], in.frames[b], K, "at batch position " + std::to_string(b));
 
   VaeStepResult r;
   r.frames = in.frames;

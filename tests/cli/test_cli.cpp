@@ -199,6 +199,22 @@ TEST(Selftest, EveryCheckPassesOnTheTinyModel) {
   EXPECT_EQ(r.output.find("[FAIL]"), std::string::npos) << r.output;
 }
 
+// The vae objective's selftest: its three terms printed, every generator parameter with a gradient.
+TEST(Selftest, TheVaeObjectivePassesEveryCheckOnTheTinyModel) {
+  RunResult r = run(bin("vitscuda") + " selftest --objective vae --model " + fixture("tiny_sdp") +
+                    " --seconds 0.5 --steps 5 --seed 1 --segment-frames 8 --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  size_t at = 0;
+  for (const char* check : {"objective vae: loss = 35 * mel + 1.5 * kl + 1 * dur", "[PASS] forward gives a waveform",
+                            "[PASS] mel computed", "[PASS] loss finite and non-zero", "(mel ", ", kl ", ", dur ",
+                            "[PASS] gradients:", "[PASS] optimizer step changed", "[PASS] loss falls over 5 steps",
+                            "selftest passed"}) {
+    at = r.output.find(check, at);
+    ASSERT_NE(at, std::string::npos) << check << " (in this order)\n" << r.output;
+  }
+  EXPECT_EQ(r.output.find("[FAIL]"), std::string::npos) << r.output;
+}
+
 TEST(Selftest, NeedsAModelOrAConfig) {
   RunResult r = run(bin("vitscuda") + " selftest --device cpu");
   EXPECT_EQ(r.status, 1) << r.output;

@@ -84,7 +84,7 @@ TEST(Feedback, GenerateReviewTrainAndReport) {
   io::write_wav(tmp + "/fixed.wav", tone(1.0, 140), 16000);
   set_review(tmp + "/review", {{"accepted", ""}, {"rejected", ""}, {"corrected", tmp + "/fixed.wav"}});
   auto train = run_command(binary_path("vitscuda") + " feedback train --review " + tmp + "/review --model " + kModel +
-                           " --data " + data + " --out " + tmp + "/run --max-steps 3 --batch-size 2 --segment-frames 0");
+                           " --data " + data + " --out " + tmp + "/run --max-steps 3 --batch-size 2 --segment-frames 8");
   ASSERT_EQ(train.status, 0) << train.output;
   EXPECT_NE(train.output.find("eval loss before"), std::string::npos) << train.output;
   nlohmann::json report = nlohmann::json::parse(std::ifstream(tmp + "/run/feedback_report.json"));

@@ -30,7 +30,7 @@ TEST(Train, LossFallsCheckpointsResumeBitExactExportReload) {
   const std::string tmp = vitscuda::testing::temp_dir("train_e2e");
   const std::string data = prepared_corpus(tmp);
   const std::string common = " --data " + data + " --model " + kModel +
-                             " --epochs 6 --batch-size 4 --segment-frames 0 --lr 3e-3 --seed 5 --log-every 100";
+                             " --objective mel --epochs 6 --batch-size 4 --segment-frames 0 --lr 3e-3 --seed 5 --log-every 100";
 
   // Uninterrupted run.
   auto full = run_command(binary_path("vitscuda") + " train" + common + " --out " + tmp + "/full --checkpoint-every 5");
@@ -101,6 +101,37 @@ TEST(Train, EverySampleFailingStopsWithinSeconds) {
   EXPECT_NE(r.output.find("outside the vocabulary"), std::string::npos) << r.output;
   EXPECT_LT(seconds, 30.0);
   EXPECT_FALSE(fs::exists(tmp + "/run/final_model")) << "a failed run must not produce a final model";
+}
+
+// An item the alignment search cannot align (more tokens than frames) or too short for the window, from a
+// cache prepared before prepare rejected such items: refused by name and reason, the rest trains.
+TEST(Train, VaeRefusesUnalignableItemsByName) {
+  const std::string tmp = vitscuda::testing::temp_dir("train_unalignable");
+  fs::create_directories(tmp + "/data");
+  {
+    io::DatasetWriter w(tmp + "/data/train.vcds", 16000);
+    for (int i = 0; i < 6; ++i) {
+      std::vector<int32_t> ids = {1, 5, 9, 13, 17, 21, 25};
+      std::vector<float> wave = voiced(0.5, 110 + 10 * i, 16000);
+      w.add("good" + std::to_string(i), -1, ids.data(), ids.size(), wave.data(), wave.size());
+    }
+    std::vector<int32_t> many(120);
+    for (size_t t = 0; t < many.size(); ++t) many[t] = 1 + static_cast<int32_t>(t % 30);
+    std::vector<float> short_wave = voiced(0.1, 150, 16000);  // 100 frames of 16 samples
+    w.add("wordy", -1, many.data(), many.size(), short_wave.data(), short_wave.size());
+    std::vector<int32_t> few = {1, 2, 3};
+    std::vector<float> tiny_wave = voiced(0.02, 150, 16000);  // 20 frames
+    w.add("clipped", -1, few.data(), few.size(), tiny_wave.data(), tiny_wave.size());
+    w.finish();
+  }
+  auto r = run_command(binary_path("vitscuda") + " train --objective vae --data " + tmp + "/data --model " + kModel +
+                       " --out " + tmp + "/run --batch-size 8 --epochs 1 --segment-frames 32 --max-error-rate 0.5");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("more_tokens_than_frames"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("wordy: 120 tokens for 100 frames"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("shorter_than_segment"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("clipped: 20 frames"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(tmp + "/run/final_model/model.safetensors")) << r.output;
 }
 
 TEST(Train, NonFiniteLossesStopAfterTheLimit) {

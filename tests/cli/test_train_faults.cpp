@@ -39,7 +39,7 @@ std::string vitscuda_program() { return "env OMP_NUM_THREADS=1 " + binary_path("
 // Two epochs over the training items (3 updates each), a checkpoint after every update.
 std::string train_command(const std::string& data, const std::string& out, const std::string& extra = "") {
   return vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " + out +
-         " --epochs 2 --batch-size 4 --segment-frames 0 --lr 3e-3 --seed 5 --checkpoint-every 1 --log-every 100" +
+         " --epochs 2 --batch-size 4 --segment-frames 8 --lr 3e-3 --seed 5 --checkpoint-every 1 --log-every 100" +
          extra;
 }
 
@@ -269,7 +269,7 @@ TEST(TrainFaults, CacheItemsCorruptedDuringTrainingAreNamedCountedAndStopTheRun)
   const std::string cache = data + "/train.vcds";
   const std::string log = tmp + "/train.log";
   const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " +
-                              tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 0 --checkpoint-every 0",
+                              tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 8 --checkpoint-every 0",
                           log);
   ASSERT_TRUE(wait_until([&] { return fs::exists(tmp + "/run/metrics.jsonl") && fs::file_size(tmp + "/run/metrics.jsonl") > 0; }, 600))
       << slurp(log);
@@ -293,7 +293,7 @@ TEST(TrainFaults, OneCacheItemCorruptedDuringTrainingIsNamedCountedAndTrainingGo
   const std::string cache = data + "/train.vcds";
   const std::string log = tmp + "/train.log";
   const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " +
-                              tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 0 --checkpoint-every 0 " +
+                              tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 8 --checkpoint-every 0 " +
                               "--max-error-rate 0.5 --log-every 1",
                           log);
   ASSERT_TRUE(wait_until([&] { return fs::exists(tmp + "/run/metrics.jsonl") && fs::file_size(tmp + "/run/metrics.jsonl") > 0; }, 600))
@@ -323,7 +323,7 @@ TEST(TrainFaults, CacheTruncatedDuringTrainingIsAnErrorNotACrash) {
   const std::string cache = data + "/train.vcds";
   const std::string log = tmp + "/train.log";
   const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " +
-                              tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 0 --checkpoint-every 0",
+                              tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 8 --checkpoint-every 0",
                           log);
   ASSERT_TRUE(wait_until([&] { return fs::exists(tmp + "/run/metrics.jsonl") && fs::file_size(tmp + "/run/metrics.jsonl") > 0; }, 600))
       << slurp(log);
