@@ -16,7 +16,9 @@ TrainingItem training_item_of(io::DatasetItem&& item) {
   return t;
 }
 
-std::vector<std::string> training_objective_names() { return {FullTrainer::kName, VaeTrainer::kName, MelTrainer::kName}; }
+std::vector<std::string> training_objective_names() {
+  return {FullTrainer::kName, VaeTrainer::kName, MelTrainer::kName};
+}
 
 const std::string& require_training_objective_name(const std::string& name) {
   const std::vector<std::string> names = training_objective_names();
