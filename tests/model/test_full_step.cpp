@@ -248,3 +248,34 @@ TEST(FullTrainer, StepZeroesTheDiscriminatorsGradientsFirstAndUpdatesBothFromThe
 }
 
 }  // namespace
+
+namespace {
+
+// Micro-batches (--grad-accum): every micro-batch's generator forward is kept until the discriminator's update,
+// then each is continued on its own tape; one update of each model, both losses averaged over the micro-batches.
+TEST(FullTrainer, MicroBatchesGiveOneUpdateOfEachModel) {
+  GoldenFullStep g = load_full_step(Device::CPU);
+  model::TrainStepOptions& s = g.options.step;
+  s.posterior_noise = Tensor();  // drawn per micro-batch from the trainer's stream
+  s.duration_noise = Tensor();
+  s.segment_starts.clear();
+  model::FullTrainer trainer(*g.loaded.model, model::MelSpectrogram(g.mel), g.options, 5);
+  const std::vector<float> disc_before = trainer.discriminator().params().flat().to_float_vector();
+  const model::StepStats st = trainer.step({{g.batch[0]}, {g.batch[1]}}, 0);
+  ASSERT_TRUE(st.finite);
+  EXPECT_EQ(st.items, 2);
+  EXPECT_EQ(trainer.updates(), 1);
+  EXPECT_EQ(trainer.discriminator_optimizer().step_count(), 1);
+  EXPECT_NE(disc_before, trainer.discriminator().params().flat().to_float_vector());
+  EXPECT_GT(trainer.rng_offset(), 0u);
+  double weighted = 0;
+  const double weights[] = {s.c_mel, s.c_kl, s.c_dur, s.c_gen, s.c_fm};
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_TRUE(std::isfinite(st.terms[i].value)) << st.terms[i].name;
+    weighted += weights[i] * st.terms[i].value;
+  }
+  // The total is the mean of the micro-batches' weighted losses: the weighted sum of the mean terms (fp32 sums).
+  EXPECT_NEAR(st.loss, weighted, 1e-5 * st.loss);
+}
+
+}  // namespace
