@@ -10,13 +10,12 @@
 #include <vector>
 
 #include "common/error.h"
-
-extern "C" char* openblas_get_config(void);  // the CPU kernels' BLAS (kernels/cpu), for the benchmarks' headers
+#include "kernels/cpu/blas_setup.h"
 
 namespace vitscuda::bench {
 
-// The BLAS the CPU kernels run on ("OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64" etc.).
-inline std::string blas_config() { return openblas_get_config(); }
+// The BLAS the CPU kernels run on, with the kernels it uses (kernels/cpu/blas_setup.h).
+inline std::string blas_config() { return kernels::detail::blas_description(); }
 
 // A benchmark that cannot run here (no usable CUDA device) exits with this (CTest's skip code).
 constexpr int kExitSkipped = 77;

@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/cpu/blas_setup.h"
+
 namespace vitscuda::kernels::detail {
 
 inline void gemm_raw(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha, const float* a, int lda,
@@ -39,6 +41,7 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, 
       }
     return;
   }
+  ensure_blas_kernels();
   gemm_raw(trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
            std::max(lda, 1), b, std::max(ldb, 1), beta, c, std::max(ldc, 1));
 }
