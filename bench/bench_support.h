@@ -10,8 +10,12 @@
 #include <vector>
 
 #include "common/error.h"
+#include "kernels/cpu/blas_setup.h"
 
 namespace vitscuda::bench {
+
+// The BLAS the CPU kernels run on, with the kernels it uses (kernels/cpu/blas_setup.h).
+inline std::string blas_config() { return kernels::detail::blas_description(); }
 
 // A benchmark that cannot run here (no usable CUDA device) exits with this (CTest's skip code).
 constexpr int kExitSkipped = 77;
@@ -35,6 +39,32 @@ inline void write_json_file(const std::string& path, const nlohmann::json& j) {
     VC_CHECK(out.good(), "error writing " << tmp);
   }
   VC_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename " << tmp << " to " << path);
+}
+
+// Exit status of a benchmark given arguments it cannot run (an unknown setting, a malformed list).
+constexpr int kExitBadArguments = 2;
+
+// The patterns of a name filter (bench_kernels --filter: a pattern selects every name that contains
+// it) that select none of `names`.
+inline std::vector<std::string> unmatched_patterns(const std::vector<std::string>& patterns,
+                                                   const std::vector<std::string>& names) {
+  std::vector<std::string> unmatched;
+  for (const std::string& p : patterns)
+    if (std::none_of(names.begin(), names.end(), [&](const std::string& n) { return n.find(p) != std::string::npos; }))
+      unmatched.push_back(p);
+  return unmatched;
+}
+
+// A typo in a name filter must not silently run nothing: prints "error: OPTION 'x' matches none of the
+// names this program runs: a, b, c" to stderr for each of `unmatched`; returns whether there was any.
+inline bool report_unmatched(const char* option, const std::vector<std::string>& unmatched,
+                             const std::vector<std::string>& names) {
+  std::string list;
+  for (const std::string& n : names) list += (list.empty() ? "" : ", ") + n;
+  for (const std::string& p : unmatched)
+    std::fprintf(stderr, "error: %s '%s' matches none of the names this program runs: %s\n", option, p.c_str(),
+                 list.c_str());
+  return !unmatched.empty();
 }
 
 // main() of a benchmark: runs `run`, and turns an exception into "error: ..." and exit status 1.

@@ -1245,6 +1245,9 @@ int run(int argc, char** argv) {
   cfg.tokens_per_second = tps;
 
   std::vector<Case> all = build_cases(cfg);
+  std::vector<std::string> all_names;
+  for (const Case& cs : all) all_names.push_back(cs.name());
+  if (report_unmatched("--filter", unmatched_patterns(filters, all_names), all_names)) return kExitBadArguments;
   std::vector<Case> cases;
   for (const Case& cs : all) {
     const std::string n = cs.name();

@@ -8,7 +8,8 @@
 // synth_rtf.py does the same with transformers, so both sides synthesise about the same audio.
 // Each timed run is a whole synthesize() call plus the copy of the waveform to the host.
 //
-// Exit status: 0 done, 1 an error, 2 bad arguments, 77 --device cuda without a usable device (skipped).
+// Exit status: 0 done, 1 an error, 2 bad arguments (a malformed --seconds list, a batch or run count below 1),
+// 77 --device cuda without a usable device (skipped).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -116,9 +118,20 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "error: pass --model DIR or --config FILE\n");
     return 2;
   }
-  VC_CHECK(a.batch >= 1 && a.runs >= 1 && a.warmup >= 0,
-           "--batch and --runs must be >= 1 and --warmup >= 0 (got " << a.batch << ", " << a.runs << ", " << a.warmup << ")");
-  const std::vector<double> targets = a.no_calibrate ? std::vector<double>{0.0} : parse_seconds(a.seconds);
+  if (a.batch < 1 || a.runs < 1 || a.warmup < 0) {
+    std::fprintf(stderr, "error: --batch and --runs must be >= 1 and --warmup >= 0 (got %d, %d, %d)\n", a.batch, a.runs,
+                 a.warmup);
+    return kExitBadArguments;
+  }
+  std::vector<double> targets{0.0};
+  if (!a.no_calibrate) {
+    try {
+      targets = parse_seconds(a.seconds);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return kExitBadArguments;
+    }
+  }
 
   const Device device = a.device == "cuda" ? Device::CUDA : Device::CPU;
   std::string device_name = "cpu";
@@ -160,6 +173,7 @@ int run(int argc, char** argv) {
 
   std::printf("bench_synth: %s on %s (%s), batch %d, %d warm-up + %d timed runs per target\n", source.c_str(),
               a.device.c_str(), device_name.c_str(), a.batch, a.warmup, a.runs);
+  if (device == Device::CPU) std::printf("CPU kernels: %d OpenMP threads, %s\n", omp_get_max_threads(), blas_config().c_str());
   std::vector<Result> results;
   for (double target : targets) {
     Result r;
@@ -255,6 +269,10 @@ int run(int argc, char** argv) {
     j["implementation"] = "vitscuda";
     j["device"] = a.device;
     j["device_name"] = device_name;
+    if (device == Device::CPU) {
+      j["cpu_threads"] = omp_get_max_threads();
+      j["blas"] = blas_config();
+    }
     j["model"] = source;
     j["seed"] = a.seed;
     j["batch"] = a.batch;

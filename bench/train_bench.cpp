@@ -20,11 +20,12 @@
 // step is therefore followed by kernels::device_synchronize(); the wall time includes it, and the part
 // after step() returned is reported as median_sync_tail_s.
 //
-// --device cpu runs the same on the CPU, only to check the benchmark itself where there is no GPU.
+// --device cpu runs the same on the CPU (bench/compare_cpu.sh sets it beside train_step.py --device cpu).
 //
 // An out-of-memory error (the budget, or the device itself) is a result: it is printed and recorded,
 // and the next setting runs. Exit status: 0 every selected setting ran or ran out of memory, 1 some
-// setting failed otherwise, 2 bad arguments, 77 no usable CUDA device (skipped).
+// setting failed otherwise, 2 bad arguments (a --setting that names none of the settings, with the
+// list of names), 77 no usable CUDA device (skipped).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -34,6 +35,7 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -63,8 +65,8 @@ using json = nlohmann::json;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Where the benchmark runs: CUDA, or the CPU (--device cpu: only to check the benchmark itself on a
-// machine without a GPU; its figures are the CPU's and there is no reserved or device memory).
+// Where the benchmark runs: CUDA, or the CPU (--device cpu: bench/compare_cpu.sh compares it with
+// PyTorch's CPU step; there is no reserved or device memory).
 Device g_device = Device::CUDA;
 
 void sync() {
@@ -108,7 +110,7 @@ struct Args {
   double seconds = 10, tokens_per_second = 15, learning_rate = 2e-4;
   int warmup = 1, steps = 10, adam_reps = 50, logmel_reps = 10;
   uint64_t seed = 0;
-  bool quick = false, list = false, targets_in_step = false;
+  bool quick = false, list = false, targets_in_step = false, exact = false;
 };
 
 struct Setting {
@@ -127,10 +129,15 @@ std::string setting_name(int batch, int segment_frames, bool recompute, double s
   return os.str();
 }
 
+// A --setting value selects the names that contain it, or with --exact only the name equal to it.
+bool matches(const Args& a, const std::string& pattern, const std::string& name) {
+  return a.exact ? pattern == name : name.find(pattern) != std::string::npos;
+}
+
 bool selected(const Args& a, const std::string& name) {
   if (a.settings.empty()) return true;
   for (const std::string& s : a.settings)
-    if (name.find(s) != std::string::npos) return true;
+    if (matches(a, s, name)) return true;
   return false;
 }
 
@@ -449,6 +456,7 @@ int run(int argc, char** argv) {
   app.add_option("--budget", a.budget, "Allocator budget, e.g. 7.5G; 0 for none (default 7.5G)");
   app.add_option("--setting", a.settings,
                  "Run only settings whose name contains this (repeatable; adamw and logmel are names too)");
+  app.add_flag("--exact", a.exact, "--setting gives whole names (b4_whole_2s: not its _recompute)");
   app.add_flag("--targets-in-step", a.targets_in_step,
                "Leave the target log-mels to the step (host, every step, as the training loop does)");
   app.add_flag("--quick", a.quick, "3 timed steps per setting, fewer AdamW and log-mel repetitions");
@@ -484,10 +492,20 @@ int run(int argc, char** argv) {
   for (const auto& [batch, segment] : std::vector<std::pair<int, int>>{{4, 0}, {16, 32}})
     for (bool recompute : {false, true})
       settings.push_back({setting_name(batch, segment, recompute, a.seconds), batch, segment, recompute});
+  std::vector<std::string> names;
+  for (const Setting& s : settings) names.push_back(s.name);
+  names.insert(names.end(), {"adamw", "logmel"});
   if (a.list) {
-    for (const Setting& s : settings) std::printf("%s\n", s.name.c_str());
-    std::printf("adamw\nlogmel\n");
+    for (const std::string& n : names) std::printf("%s\n", n.c_str());
     return 0;
+  }
+  // The names depend on --seconds (b4_whole_2s at --seconds 2): a setting of another length selects nothing.
+  {
+    std::vector<std::string> unmatched;
+    for (const std::string& p : a.settings)
+      if (std::none_of(names.begin(), names.end(), [&](const std::string& n) { return matches(a, p, n); }))
+        unmatched.push_back(p);
+    if (report_unmatched("--setting", unmatched, names)) return kExitBadArguments;
   }
 
   g_device = a.device == "cpu" ? Device::CPU : Device::CUDA;
@@ -541,7 +559,7 @@ int run(int argc, char** argv) {
               info.compute_minor, format_bytes(info.total_memory).c_str(), info.peak_bandwidth_gbs,
               info.peak_fp32_tflops);
   if (g_device == Device::CPU)
-    std::printf("warning: --device cpu checks the benchmark itself; its figures are the CPU's\n");
+    std::printf("CPU kernels: %d OpenMP threads, %s\n", omp_get_max_threads(), blas_config().c_str());
   std::printf("budget %s; %zu tokens per %.3g s utterance; %d warm-up + %d timed steps per setting; targets' log-mel "
               "%s\n",
               budget ? format_bytes(budget).c_str() : "none", ids.size(), a.seconds, a.warmup, a.steps,
@@ -563,6 +581,10 @@ int run(int argc, char** argv) {
            {"targets_in_step", a.targets_in_step},
            {"context_used_bytes", context_used},
            {"timing", "MelTrainer::step then device_synchronize, wall clock; median over the timed steps"}};
+  if (g_device == Device::CPU) {
+    doc["cpu_threads"] = omp_get_max_threads();
+    doc["blas"] = blas_config();
+  }
   json step_results = json::array();
   bool failed = false;
   std::vector<StepRun> runs;

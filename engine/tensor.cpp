@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "engine/device_allocator.h"
+#include "engine/host_allocator.h"
 #include "kernels/backend.h"
 #include "kernels/device.h"
 #include "kernels/elementwise.h"
@@ -38,7 +39,6 @@ int64_t shape_numel(const Shape& shape) {
 namespace {
 std::atomic<size_t> g_cpu_live{0};
 std::atomic<size_t> g_cpu_peak{0};
-constexpr size_t kAlignment = 64;
 }  // namespace
 
 MemoryStats cpu_memory_stats() { return {g_cpu_live.load(), g_cpu_peak.load()}; }
@@ -50,9 +50,7 @@ Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) {
     data = DeviceAllocator::instance().allocate(nbytes, "tensor storage");
     return;
   }
-  size_t rounded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
-  if (rounded == 0) rounded = kAlignment;
-  data = std::aligned_alloc(kAlignment, rounded);
+  data = HostAllocator::instance().allocate(nbytes);
   if (!data) VC_FAIL("out of host memory allocating " << nbytes << " bytes");
   size_t live = g_cpu_live.fetch_add(nbytes) + nbytes;
   size_t peak = g_cpu_peak.load();
@@ -65,7 +63,7 @@ Storage::~Storage() {
     DeviceAllocator::instance().release(data);
     return;
   }
-  std::free(data);
+  HostAllocator::instance().release(data, bytes);
   g_cpu_live.fetch_sub(bytes);
 }
 

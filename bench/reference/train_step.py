@@ -24,7 +24,8 @@ the targets' log-mels computed once before timing, as bench_train does. fp32 eag
 cuDNN, set explicitly and printed. Each timed step ends with torch.cuda.synchronize(); wall clock, median.
 An out-of-memory error is a result: recorded, and the next setting runs.
 
-Exit status: 0 every selected setting ran or ran out of memory, 1 an error, 2 bad arguments,
+Exit status: 0 every selected setting ran or ran out of memory, 1 an error, 2 bad arguments (a --setting that
+names none of the settings),
 77 --device cuda without a usable device (skipped).
 """
 import argparse
@@ -288,6 +289,7 @@ def main():
     p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     p.add_argument("--setting", action="append", default=[],
                    help="run only settings whose name contains this (repeatable; adamw and logmel are names too)")
+    p.add_argument("--exact", action="store_true", help="--setting gives whole names (b4_whole_2s: not its _recompute)")
     p.add_argument("--quick", action="store_true", help="3 timed steps, fewer AdamW and log-mel repetitions")
     p.add_argument("--list", action="store_true", help="print the setting names and exit")
     p.add_argument("--json", help="write the results as JSON to this file")
@@ -304,12 +306,23 @@ def main():
         return 2
 
     settings = [(setting_name(b, k, rc, args.seconds), b, k, rc) for b, k in ((4, 0), (16, 32)) for rc in (False, True)]
+    names = [s[0] for s in settings] + ["adamw", "logmel"]
     if args.list:
-        print("\n".join([s[0] for s in settings] + ["adamw", "logmel"]))
+        print("\n".join(names))
         return 0
 
+    def matches(pattern, name):
+        return pattern == name if args.exact else pattern in name
+
     def selected(name):
-        return not args.setting or any(s in name for s in args.setting)
+        return not args.setting or any(matches(s, name) for s in args.setting)
+
+    # A typo must not silently run nothing (bench_train refuses the same way).
+    unknown = [s for s in args.setting if not any(matches(s, n) for n in names)]
+    for s in unknown:
+        print(f"error: --setting '{s}' matches none of the names this program runs: {', '.join(names)}", file=sys.stderr)
+    if unknown:
+        return 2
 
     try:
         import numpy as np

@@ -17,9 +17,10 @@ using detail::valid_columns;
 
 constexpr int64_t kParallelWork = 32768;  // below this many multiply-adds a loop stays serial
 
-// y[n, o, :] = b[o] (or 0). Serial: a gemm follows (see im2col_gemm.h on threading).
+// y[n, o, :] = b[o] (or 0).
 template <typename T>
 void fill_bias(T* y, const T* b, int B, int Cout, int64_t Tout) {
+#pragma omp parallel for collapse(2) schedule(static) if (static_cast<int64_t>(B) * Cout * Tout >= kParallelWork)
   for (int n = 0; n < B; ++n)
     for (int o = 0; o < Cout; ++o) {
       T* row = y + (static_cast<int64_t>(n) * Cout + o) * Tout;
@@ -28,9 +29,10 @@ void fill_bias(T* y, const T* b, int B, int Cout, int64_t Tout) {
     }
 }
 
-// db[o] += sum over batch and time of dy[n, o, t] (summed in double). Serial, as fill_bias.
+// db[o] += sum over batch and time of dy[n, o, t] (summed in double, one thread per o).
 template <typename T>
 void bias_backward(const T* dy, T* db, int B, int Cout, int64_t Tout) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(B) * Cout * Tout >= kParallelWork)
   for (int o = 0; o < Cout; ++o) {
     double sum = 0.0;
     for (int n = 0; n < B; ++n) {

@@ -35,7 +35,8 @@ void conv_transpose1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int 
                                   int stride, int padding) {
   const int64_t Tout =
       conv_transpose1d_checked_output_length("conv_transpose1d", B, Cin, Tin, Cout, K, stride, padding);
-  // Serial loops around the gemms: OpenBLAS owns the cores here (see im2col_gemm.h).
+  // One pool for these loops and the gemms (see im2col_gemm.h).
+#pragma omp parallel for collapse(2) schedule(static) if (static_cast<int64_t>(B) * Cout * Tout >= (1 << 15))
   for (int n = 0; n < B; ++n)
     for (int o = 0; o < Cout; ++o) {
       T* row = y + (static_cast<int64_t>(n) * Cout + o) * Tout;
@@ -64,6 +65,7 @@ void conv_transpose1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T
   const int64_t Tout =
       conv_transpose1d_checked_output_length("conv_transpose1d backward", B, Cin, Tin, Cout, K, stride, padding);
   if (db) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(B) * Cout * Tout >= (1 << 15))
     for (int o = 0; o < Cout; ++o) {
       double sum = 0.0;
       for (int n = 0; n < B; ++n) {

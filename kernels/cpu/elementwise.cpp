@@ -21,74 +21,94 @@ T gelu_tanh(T x) {
 }
 }  // namespace
 
+namespace {
+// One loop per op, the switch outside it: the cheap ops (ReLU, leaky ReLU, clamp, scale) then compile
+// to vector code instead of a branch per element. The arithmetic is the same as one switch per element.
+template <typename T, typename F>
+void map_unary(const T* x, T* y, int64_t n, F f) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+
+// dx[i] += dy[i] * d(i), d the op's derivative at element i.
+template <typename T, typename D>
+void accumulate_unary_grad(const T* dy, T* dx, int64_t n, D d) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dx[i] += dy[i] * d(i);
+}
+}  // namespace
+
 template <typename T>
 void unary_forward_cpu(UnaryOp op, const T* x, T* y, int64_t n, double param) {
   const T p = static_cast<T>(param);
-#pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = x[i];
-    T r;
-    switch (op) {
-      case UnaryOp::Relu: r = v > T(0) ? v : T(0); break;
-      case UnaryOp::LeakyRelu: r = v > T(0) ? v : v * p; break;
-      case UnaryOp::Gelu: r = T(0.5) * v * (T(1) + std::erf(v * T(0.7071067811865476))); break;
-      case UnaryOp::GeluTanh: r = gelu_tanh(v); break;
-      case UnaryOp::Silu: r = v * sigmoid(v); break;
-      case UnaryOp::Tanh: r = std::tanh(v); break;
-      case UnaryOp::Sigmoid: r = sigmoid(v); break;
-      case UnaryOp::Exp: r = std::exp(v); break;
-      case UnaryOp::Log: r = std::log(v); break;
-      case UnaryOp::Softplus: r = v > T(20) ? v : std::log1p(std::exp(v)); break;  // torch: beta 1, threshold 20
-      case UnaryOp::Ceil: r = std::ceil(v); break;
-      case UnaryOp::ClampMin: r = v < p ? p : v; break;
-      case UnaryOp::Scale: r = v * p; break;
-      case UnaryOp::AddScalar: r = v + p; break;
-      default: r = v;
-    }
-    y[i] = r;
+  switch (op) {
+    case UnaryOp::Relu: map_unary(x, y, n, [](T v) { return v > T(0) ? v : T(0); }); break;
+    case UnaryOp::LeakyRelu: map_unary(x, y, n, [p](T v) { return v > T(0) ? v : v * p; }); break;
+    case UnaryOp::Gelu:
+      map_unary(x, y, n, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(0.7071067811865476))); });
+      break;
+    case UnaryOp::GeluTanh: map_unary(x, y, n, [](T v) { return gelu_tanh(v); }); break;
+    case UnaryOp::Silu: map_unary(x, y, n, [](T v) { return v * sigmoid(v); }); break;
+    case UnaryOp::Tanh: map_unary(x, y, n, [](T v) { return std::tanh(v); }); break;
+    case UnaryOp::Sigmoid: map_unary(x, y, n, [](T v) { return sigmoid(v); }); break;
+    case UnaryOp::Exp: map_unary(x, y, n, [](T v) { return std::exp(v); }); break;
+    case UnaryOp::Log: map_unary(x, y, n, [](T v) { return std::log(v); }); break;
+    case UnaryOp::Softplus:  // torch: beta 1, threshold 20
+      map_unary(x, y, n, [](T v) { return v > T(20) ? v : std::log1p(std::exp(v)); });
+      break;
+    case UnaryOp::Ceil: map_unary(x, y, n, [](T v) { return std::ceil(v); }); break;
+    case UnaryOp::ClampMin: map_unary(x, y, n, [p](T v) { return v < p ? p : v; }); break;
+    case UnaryOp::Scale: map_unary(x, y, n, [p](T v) { return v * p; }); break;
+    case UnaryOp::AddScalar: map_unary(x, y, n, [p](T v) { return v + p; }); break;
+    default: map_unary(x, y, n, [](T v) { return v; });
   }
 }
 
 template <typename T>
 void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n, double param) {
   const T p = static_cast<T>(param);
-#pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = x ? x[i] : T(0);
-    T d;
-    switch (op) {
-      case UnaryOp::Relu: d = v > T(0) ? T(1) : T(0); break;
-      case UnaryOp::LeakyRelu: d = v > T(0) ? T(1) : p; break;
-      case UnaryOp::Gelu: {
+  switch (op) {
+    case UnaryOp::Relu: accumulate_unary_grad(dy, dx, n, [x](int64_t i) { return x[i] > T(0) ? T(1) : T(0); }); break;
+    case UnaryOp::LeakyRelu:
+      accumulate_unary_grad(dy, dx, n, [x, p](int64_t i) { return x[i] > T(0) ? T(1) : p; });
+      break;
+    case UnaryOp::Gelu:
+      accumulate_unary_grad(dy, dx, n, [x](int64_t i) {
+        const T v = x[i];
         const T cdf = T(0.5) * (T(1) + std::erf(v * T(0.7071067811865476)));
         const T pdf = std::exp(T(-0.5) * v * v) * T(0.3989422804014327);
-        d = cdf + v * pdf;
-        break;
-      }
-      case UnaryOp::GeluTanh: {
+        return cdf + v * pdf;
+      });
+      break;
+    case UnaryOp::GeluTanh:
+      accumulate_unary_grad(dy, dx, n, [x](int64_t i) {
+        const T v = x[i];
         const T k = T(0.7978845608028654);
         const T u = k * (v + T(0.044715) * v * v * v);
         const T t = std::tanh(u);
-        d = T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v);
-        break;
-      }
-      case UnaryOp::Silu: {
-        const T s = sigmoid(v);
-        d = s * (T(1) + v * (T(1) - s));
-        break;
-      }
-      case UnaryOp::Tanh: d = T(1) - y[i] * y[i]; break;
-      case UnaryOp::Sigmoid: d = y[i] * (T(1) - y[i]); break;
-      case UnaryOp::Exp: d = y[i]; break;
-      case UnaryOp::Log: d = T(1) / v; break;
-      case UnaryOp::Softplus: d = v > T(20) ? T(1) : sigmoid(v); break;
-      case UnaryOp::Ceil: d = T(0); break;
-      case UnaryOp::ClampMin: d = v < p ? T(0) : T(1); break;  // torch passes the gradient at v == bound
-      case UnaryOp::Scale: d = p; break;
-      case UnaryOp::AddScalar: d = T(1); break;
-      default: d = T(1);
-    }
-    dx[i] += dy[i] * d;
+        return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v);
+      });
+      break;
+    case UnaryOp::Silu:
+      accumulate_unary_grad(dy, dx, n, [x](int64_t i) {
+        const T s = sigmoid(x[i]);
+        return s * (T(1) + x[i] * (T(1) - s));
+      });
+      break;
+    case UnaryOp::Tanh: accumulate_unary_grad(dy, dx, n, [y](int64_t i) { return T(1) - y[i] * y[i]; }); break;
+    case UnaryOp::Sigmoid: accumulate_unary_grad(dy, dx, n, [y](int64_t i) { return y[i] * (T(1) - y[i]); }); break;
+    case UnaryOp::Exp: accumulate_unary_grad(dy, dx, n, [y](int64_t i) { return y[i]; }); break;
+    case UnaryOp::Log: accumulate_unary_grad(dy, dx, n, [x](int64_t i) { return T(1) / x[i]; }); break;
+    case UnaryOp::Softplus:
+      accumulate_unary_grad(dy, dx, n, [x](int64_t i) { return x[i] > T(20) ? T(1) : sigmoid(x[i]); });
+      break;
+    case UnaryOp::Ceil: accumulate_unary_grad(dy, dx, n, [](int64_t) { return T(0); }); break;
+    case UnaryOp::ClampMin:  // torch passes the gradient at v == bound
+      accumulate_unary_grad(dy, dx, n, [x, p](int64_t i) { return x[i] < p ? T(0) : T(1); });
+      break;
+    case UnaryOp::Scale: accumulate_unary_grad(dy, dx, n, [p](int64_t) { return p; }); break;
+    case UnaryOp::AddScalar: accumulate_unary_grad(dy, dx, n, [](int64_t) { return T(1); }); break;
+    default: accumulate_unary_grad(dy, dx, n, [](int64_t) { return T(1); });
   }
 }
 

@@ -2,15 +2,18 @@
 // that tolerates empty dimensions, and im2col / col2im over a window of output columns.
 // Internal to kernels/cpu.
 //
-// Threading: the gemm-based kernels leave all parallelism to OpenBLAS (its own pthread pool)
-// and run their im2col / col2im / bias loops serially. Alternating OpenMP regions with BLAS
-// calls makes libgomp's spin-waiting threads compete with OpenBLAS's for the cores: on 2 cores
-// that halved conv1d's speed (0.23 s instead of 0.11 s for [1, 256, 20000], K=7).
+// Threading: OpenBLAS is its OpenMP build (CMakeLists.txt), so its threads and those of the loops
+// here are one libgomp pool, and the im2col / col2im / bias loops run in parallel between the gemms.
+// (With OpenBLAS's pthread build the two pools' spin-waiting threads fought for the cores: on 2 cores
+// that halved conv1d's speed, 0.23 s instead of 0.11 s for [1, 256, 20000], K=7.) Every element is
+// still summed by one thread in the serial order, so results do not depend on the thread count.
 #pragma once
 #include <cblas.h>
 
 #include <algorithm>
 #include <cstdint>
+
+#include "kernels/cpu/blas_setup.h"
 
 namespace vitscuda::kernels::detail {
 
@@ -38,9 +41,13 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, 
       }
     return;
   }
+  ensure_blas_kernels();
   gemm_raw(trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
            std::max(lda, 1), b, std::max(ldb, 1), beta, c, std::max(ldc, 1));
 }
+
+// Below this many elements a copy loop stays serial (a parallel region costs more than it saves).
+constexpr int64_t kParallelCopy = int64_t(1) << 16;
 
 // The output columns j in [0, n) whose input position offset + j * stride lies in [0, length):
 // returns [*lo, *hi) (empty when *lo >= *hi).
@@ -59,6 +66,7 @@ template <typename T>
 void im2col(const T* x, int channels, int length, int K, int stride, int pad_left, int dilation, int64_t t0, int64_t n,
             T* col) {
   const int64_t rows = static_cast<int64_t>(channels) * K;
+#pragma omp parallel for schedule(static) if (rows * n >= kParallelCopy)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t c = r / K, k = r % K;
     const T* xc = x + c * length;
@@ -81,6 +89,8 @@ void im2col(const T* x, int channels, int length, int K, int stride, int pad_lef
 template <typename T>
 void col2im_add(const T* col, int channels, int length, int K, int stride, int pad_left, int dilation, int64_t t0,
                 int64_t n, T* x) {
+  // One thread per channel: a channel's K rows all land in its own row of x.
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(channels) * K * n >= kParallelCopy)
   for (int c = 0; c < channels; ++c) {
     T* xc = x + static_cast<int64_t>(c) * length;
     for (int k = 0; k < K; ++k) {
