@@ -23,7 +23,7 @@ Log-likelihood case (<case> = likelihood):
 The likelihood case's float32 result is also the search case search_from_likelihood (realistic magnitudes).
 
 Usage (from the repository root):
-  /work/venv-golden/bin/python tools/golden/make_alignment_cases.py --anchor /path/to/finetune-hf-vits
+  python3 tools/golden/make_alignment_cases.py --anchor /path/to/finetune-hf-vits
 Needs torch, numpy, cython (and setuptools, a C compiler and Python's headers) in that interpreter.
 """
 import argparse

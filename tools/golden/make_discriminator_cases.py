@@ -34,7 +34,7 @@ their own); the script also runs the cases in float32 and prints (and records in
 relative L2 difference between torch's float32 results and these, the float32 rounding the C++ tolerance
 is judged against.
 
-Usage: /work/venv-golden/bin/python tools/golden/make_discriminator_cases.py --anchor PATH_TO_FINETUNE_HF_VITS
+Usage: python3 tools/golden/make_discriminator_cases.py --anchor PATH_TO_FINETUNE_HF_VITS
        [--root REPO_ROOT]
 """
 import argparse
