@@ -18,6 +18,7 @@
 #include "model/adversarial_losses.h"
 #include "model/full_trainer.h"
 #include "model/model_dir.h"
+#include "golden_gradients.h"
 #include "support/test_support.h"
 
 using namespace vitscuda;
@@ -85,41 +86,6 @@ GoldenFullStep load_full_step(Device device) {
   return g;
 }
 
-// Every `prefix`<name> gradient of the file against the store's, within `tolerance` relative L2; returns how many.
-size_t expect_gradients_match(const io::SafetensorsFile& f, const std::string& prefix, const ParameterStore& store,
-                              double tolerance, const char* what) {
-  size_t checked = 0;
-  double worst = 0;
-  std::string worst_name;
-  for (const ParameterInfo& p : store.params()) {
-    const io::SafetensorsEntry* e = f.find(prefix + p.name);
-    EXPECT_NE(e, nullptr) << "the anchor has no gradient for " << p.name;
-    if (!e) continue;
-    const Tensor expected = f.load_f32(e->name).reshape(p.shape);
-    const Tensor ours = store.grad(p.name);
-    ++checked;
-    if (p.name.find("attention.k_proj.bias") != std::string::npos) {
-      // Softmax is invariant to a per-query shift: the key bias's true gradient is 0 (both sides hold rounding noise).
-      EXPECT_LT(vitscuda::testing::max_abs_diff(ours, Tensor::zeros(p.shape)), 1e-5) << p.name;
-      continue;
-    }
-    const double err = vitscuda::testing::relative_l2(ours, expected);
-    if (err > worst) {
-      worst = err;
-      worst_name = p.name;
-    }
-    EXPECT_LT(err, tolerance) << what << ": " << p.name;
-  }
-  std::printf("  %s: %zu parameter gradients, worst relative L2 error %.2e (%s)\n", what, checked, worst,
-              worst_name.c_str());
-  const size_t in_file = static_cast<size_t>(std::count_if(f.entries().begin(), f.entries().end(),
-                                                            [&](const io::SafetensorsEntry& e) {
-                                                              return e.name.rfind(prefix, 0) == 0;
-                                                            }));
-  EXPECT_EQ(checked, in_file) << what << ": every gradient of the file is compared";
-  return checked;
-}
-
 class GoldenFullGradients : public ::testing::TestWithParam<Device> {};
 
 TEST_P(GoldenFullGradients, DiscriminatorAndGeneratorGradientsMatchTheAnchor) {
@@ -158,7 +124,7 @@ TEST_P(GoldenFullGradients, DiscriminatorAndGeneratorGradientsMatchTheAnchor) {
     const double expected = scalar(g.file, "loss_disc");
     EXPECT_LT(std::fabs(disc_loss - expected), 1e-5 * std::max(1.0, std::fabs(expected))) << "L_D";
     // fp32 on both sides through six stacked convs per sub-discriminator and the decoder's windows.
-    expect_gradients_match(g.file, "grad_disc.", disc.params(), 1e-4, "discriminator step");
+    vitscuda::testing::expect_gradients_match(g.file, "grad_disc.", disc.params(), 1e-4, 1e-5, "discriminator step");
   }
 
   // (b) The generator's gradient with the discriminator fixed: the objective's own forward.
@@ -182,7 +148,7 @@ TEST_P(GoldenFullGradients, DiscriminatorAndGeneratorGradientsMatchTheAnchor) {
   EXPECT_LT(std::fabs(f.total.to_float_vector()[0] - total), 1e-5 * total) << "loss_total";
   tape.backward(f.total);
   // fp32 on both sides through ~40 generator layers and the discriminator's backward into the waveform.
-  expect_gradients_match(g.file, "grad.", vits.params(), 1e-4, "generator");
+  vitscuda::testing::expect_gradients_match(g.file, "grad.", vits.params(), 1e-4, 1e-5, "generator");
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, GoldenFullGradients, ::testing::Values(Device::CPU, Device::CUDA),
