@@ -1,5 +1,5 @@
-// bench_train: the mel-mode training step (model::MelTrainer::step) on a CUDA device, at the two
-// shapes the 8 GB target trains with, each with and without recomputing the decoder's residual
+// bench_train: a training objective's step (--objective mel, the default, vae or full) on a CUDA device,
+// at the two shapes the 8 GB target trains with, each with and without recomputing the decoder's residual
 // blocks, under an allocator budget (default 7.5 GiB, an 8 GB card's share):
 //   b4_whole_10s     batch 4, 10-second utterances decoded whole (segment_frames 0)
 //   b16_seg32_10s    batch 16, 10-second utterances, a random 32-frame window decoded per item
@@ -15,7 +15,7 @@
 // batch is reported separately as host_target_logmel_s). bench/reference/train_step.py runs the same
 // step in PyTorch on transformers' VitsModel; bench/compare_training.py puts the two side by side.
 //
-// Timing: MelTrainer::step reads the loss (and the gradient norm) on the host, but the AdamW update
+// Timing: the objective's step reads the loss (and the gradient norm) on the host, but the AdamW update
 // is launched after the last such read, so step() can return before the device is done. Every timed
 // step is therefore followed by kernels::device_synchronize(); the wall time includes it, and the part
 // after step() returned is reported as median_sync_tail_s.
@@ -443,7 +443,7 @@ json run_logmel(const Args& a, const model::VitsModel& vits, const model::MelSpe
 
 int run(int argc, char** argv) {
   Args a;
-  CLI::App app{"bench_train: the mel-mode training step on a CUDA device at the 8 GB target's shapes"};
+  CLI::App app{"bench_train: a training objective's step on a CUDA device at the 8 GB target's shapes"};
   app.add_option("--config", a.config_path, "HF config.json (random weights; default tests/data/mms_tts_eng/config.json)");
   app.add_option("--tokenizer", a.tokenizer_dir, "Directory with vocab.json (default: the config's)");
   app.add_option("--seed", a.seed, "Seeds the weights, the data and the step's draws (default 0)");
@@ -580,7 +580,7 @@ int run(int argc, char** argv) {
            {"budget_bytes", budget},
            {"targets_in_step", a.targets_in_step},
            {"context_used_bytes", context_used},
-           {"timing", "MelTrainer::step then device_synchronize, wall clock; median over the timed steps"}};
+           {"timing", "the objective's step then device_synchronize, wall clock; median over the timed steps"}};
   if (g_device == Device::CPU) {
     doc["cpu_threads"] = omp_get_max_threads();
     doc["blas"] = blas_config();
@@ -621,9 +621,9 @@ int run(int argc, char** argv) {
       if (!r.used_ge_reserved)
         std::printf("   warning: cudaMemGetInfo's used bytes fell below the allocator's reserved bytes\n");
     }
-    std::printf("s/step: median wall time of MelTrainer::step + device sync; tail: the part after step() returned; "
-                "dev used: cudaMemGetInfo high-water (context %s); host tgt: host log-mel of the batch's targets, "
-                "once\n",
+    std::printf("s/step: median wall time of the objective's step + device sync; tail: the part after step() "
+                "returned; dev used: cudaMemGetInfo high-water (context %s); host tgt: host log-mel of the "
+                "batch's targets, once\n",
                 format_bytes(context_used).c_str());
   }
 
