@@ -32,6 +32,11 @@ phase() { # prints how long the previous phase took
 
 # The uroman golden test fails instead of skipping when uroman is missing.
 export VITSCUDA_REQUIRE_UROMAN=1
+# ctest runs one test per core; each test (and the programs it starts) on one OpenMP thread keeps the cores
+# from being oversubscribed, where every parallel region's barrier waits for a time slice (the CPU suite:
+# 28 s instead of 58 s on an idle 2-core machine, and ten times slower beside other work). Tests of thread-count
+# independence set their thread counts themselves.
+export OMP_NUM_THREADS=1
 if ((normal)); then
   "$root/scripts/setup.sh" --with-uroman "$build"
   phase "build ($build)"
