@@ -1,5 +1,5 @@
-// Shared by the golden-gradient tests of the training objectives: every gradient a golden file holds
-// against the parameter store's, with the worst error printed.
+// Shared by the golden-gradient tests of the training objectives: reading a golden step's settings, and every
+// gradient a golden file holds against the parameter store's, with the worst error printed.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -9,9 +9,27 @@
 
 #include "engine/parameters.h"
 #include "io/safetensors.h"
+#include "model/mel.h"
 #include "support/test_support.h"
 
 namespace vitscuda::testing {
+
+// A golden file's metadata value as a number.
+inline int metadata_int(const io::SafetensorsFile& f, const char* key) { return std::stoi(f.metadata().at(key)); }
+inline double metadata_double(const io::SafetensorsFile& f, const char* key) {
+  return std::stod(f.metadata().at(key));
+}
+
+// The mel settings a golden training step was computed with (its metadata: sample_rate, n_fft, hop, win, n_mels).
+inline model::MelConfig golden_mel_config(const io::SafetensorsFile& f) {
+  model::MelConfig mc;
+  mc.sample_rate = metadata_int(f, "sample_rate");
+  mc.n_fft = metadata_int(f, "n_fft");
+  mc.hop = metadata_int(f, "hop");
+  mc.win = metadata_int(f, "win");
+  mc.n_mels = metadata_int(f, "n_mels");
+  return mc;
+}
 
 // Every trainable parameter's gradient against the file's `prefix`<name> within `tolerance` relative L2; a
 // frozen parameter must have no gradient in the file, and every gradient in the file must be compared. The

@@ -22,12 +22,12 @@
 #include "support/test_support.h"
 
 using namespace vitscuda;
+using vitscuda::testing::metadata_double;
+using vitscuda::testing::metadata_int;
 namespace fs = std::filesystem;
 
 namespace {
 
-int meta_int(const io::SafetensorsFile& f, const char* key) { return std::stoi(f.metadata().at(key)); }
-double meta_double(const io::SafetensorsFile& f, const char* key) { return std::stod(f.metadata().at(key)); }
 double scalar(const io::SafetensorsFile& f, const std::string& name) { return f.load_f32(name).data<float>()[0]; }
 
 struct GoldenFullStep {
@@ -54,11 +54,7 @@ GoldenFullStep load_full_step(Device device) {
 
   GoldenFullStep g{f, dir, model::load_model_dir(dir), {}, {}, {}};
   g.loaded.model->to(device);
-  g.mel.sample_rate = meta_int(f, "sample_rate");
-  g.mel.n_fft = meta_int(f, "n_fft");
-  g.mel.hop = meta_int(f, "hop");
-  g.mel.win = meta_int(f, "win");
-  g.mel.n_mels = meta_int(f, "n_mels");
+  g.mel = vitscuda::testing::golden_mel_config(f);
   const Tensor ids = f.load_f32("input_ids"), mask = f.load_f32("attention_mask");
   const int64_t B = ids.dim(0), T = ids.dim(1);
   for (int64_t b = 0; b < B; ++b) {
@@ -69,13 +65,13 @@ GoldenFullStep load_full_step(Device device) {
     g.batch.push_back(item);
   }
   model::TrainStepOptions& s = g.options.step;
-  s.segment_frames = meta_int(f, "segment_frames");
-  s.c_mel = meta_double(f, "c_mel");
-  s.c_kl = meta_double(f, "c_kl");
-  s.c_dur = meta_double(f, "c_dur");
-  s.c_gen = meta_double(f, "c_gen");
-  s.c_fm = meta_double(f, "c_fm");
-  s.c_disc = meta_double(f, "c_disc");
+  s.segment_frames = metadata_int(f, "segment_frames");
+  s.c_mel = metadata_double(f, "c_mel");
+  s.c_kl = metadata_double(f, "c_kl");
+  s.c_dur = metadata_double(f, "c_dur");
+  s.c_gen = metadata_double(f, "c_gen");
+  s.c_fm = metadata_double(f, "c_fm");
+  s.c_disc = metadata_double(f, "c_disc");
   s.posterior_noise = f.load_f32("posterior_noise");
   s.duration_noise = f.load_f32("duration_noise");
   const Tensor starts = f.load_f32("segment_starts");

@@ -13,6 +13,8 @@
 #include "support/test_support.h"
 
 using namespace vitscuda;
+using vitscuda::testing::metadata_double;
+using vitscuda::testing::metadata_int;
 
 namespace {
 
@@ -24,18 +26,11 @@ struct GoldenStep {
   model::TrainStepOptions options;
 };
 
-int meta_int(const io::SafetensorsFile& f, const char* key) { return std::stoi(f.metadata().at(key)); }
-double meta_double(const io::SafetensorsFile& f, const char* key) { return std::stod(f.metadata().at(key)); }
 
 GoldenStep load_step(const std::string& name) {
   const std::string path = vitscuda::testing::data_path("golden/tiny_sdp_train/" + name);
   io::SafetensorsFile f = io::SafetensorsFile::open(path);
-  model::MelConfig mc;
-  mc.sample_rate = meta_int(f, "sample_rate");
-  mc.n_fft = meta_int(f, "n_fft");
-  mc.hop = meta_int(f, "hop");
-  mc.win = meta_int(f, "win");
-  mc.n_mels = meta_int(f, "n_mels");
+  const model::MelConfig mc = vitscuda::testing::golden_mel_config(f);
   GoldenStep g{model::load_model_dir(vitscuda::testing::data_path("golden/tiny_sdp")), f, model::MelSpectrogram(mc), {}, {}};
   Tensor ids = f.load_f32("input_ids"), mask = f.load_f32("attention_mask");
   const int64_t B = ids.dim(0), T = ids.dim(1);
@@ -46,9 +41,9 @@ GoldenStep load_step(const std::string& name) {
     item.wave = f.load_f32("target_wave_" + std::to_string(b)).to_float_vector();
     g.batch.push_back(item);
   }
-  g.options.noise_scale = meta_double(f, "noise_scale");
-  g.options.noise_scale_duration = meta_double(f, "noise_scale_duration");
-  g.options.segment_frames = meta_int(f, "segment_frames");
+  g.options.noise_scale = metadata_double(f, "noise_scale");
+  g.options.noise_scale_duration = metadata_double(f, "noise_scale_duration");
+  g.options.segment_frames = metadata_int(f, "segment_frames");
   g.options.duration_noise = f.load_f32("duration_noise");
   g.options.prior_noise = f.load_f32("prior_noise");
   if (f.find("segment_starts")) {

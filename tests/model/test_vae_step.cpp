@@ -14,6 +14,8 @@
 #include "support/test_support.h"
 
 using namespace vitscuda;
+using vitscuda::testing::metadata_double;
+using vitscuda::testing::metadata_int;
 
 namespace {
 
@@ -25,18 +27,11 @@ struct GoldenVaeStep {
   model::TrainStepOptions options;
 };
 
-int meta_int(const io::SafetensorsFile& f, const char* key) { return std::stoi(f.metadata().at(key)); }
-double meta_double(const io::SafetensorsFile& f, const char* key) { return std::stod(f.metadata().at(key)); }
 double scalar(const io::SafetensorsFile& f, const std::string& name) { return f.load_f32(name).data<float>()[0]; }
 
 GoldenVaeStep load_vae_step(const std::string& fixture) {
   io::SafetensorsFile f = io::SafetensorsFile::open(vitscuda::testing::data_path("golden/vae/" + fixture + "/step.safetensors"));
-  model::MelConfig mc;
-  mc.sample_rate = meta_int(f, "sample_rate");
-  mc.n_fft = meta_int(f, "n_fft");
-  mc.hop = meta_int(f, "hop");
-  mc.win = meta_int(f, "win");
-  mc.n_mels = meta_int(f, "n_mels");
+  const model::MelConfig mc = vitscuda::testing::golden_mel_config(f);
   const std::string model_dir = vitscuda::testing::data_path(f.metadata().at("model"));
   GoldenVaeStep g{model::load_model_dir(model_dir), f, model::MelSpectrogram(mc), {}, {}};
   const Tensor ids = f.load_f32("input_ids"), mask = f.load_f32("attention_mask");
@@ -50,10 +45,10 @@ GoldenVaeStep load_vae_step(const std::string& fixture) {
     if (speakers.defined()) item.speaker_id = static_cast<int>(speakers.data<float>()[b]);
     g.batch.push_back(item);
   }
-  g.options.segment_frames = meta_int(f, "segment_frames");
-  g.options.c_mel = meta_double(f, "c_mel");
-  g.options.c_kl = meta_double(f, "c_kl");
-  g.options.c_dur = meta_double(f, "c_dur");
+  g.options.segment_frames = metadata_int(f, "segment_frames");
+  g.options.c_mel = metadata_double(f, "c_mel");
+  g.options.c_kl = metadata_double(f, "c_kl");
+  g.options.c_dur = metadata_double(f, "c_dur");
   g.options.posterior_noise = f.load_f32("posterior_noise");
   if (f.find("duration_noise")) g.options.duration_noise = f.load_f32("duration_noise");
   const Tensor starts = f.load_f32("segment_starts");
