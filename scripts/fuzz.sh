@@ -11,8 +11,8 @@
 #                corpus (tests/fuzz/corpus); without it the committed corpus is never written
 #   --make-corpus  rewrite the seed corpora with make_corpus (tests/fuzz/make_corpus.cpp) and exit
 # Writes the table to FUZZ_BUILD_DIR/fuzz-results.tsv too.
-# Environment: FUZZ_BUILD_DIR (default build-fuzz), FUZZ_RUNS, FUZZ_TIMEOUT (seconds per input,
-# default 10), FUZZ_RSS_MB (default 2048).
+# Environment: FUZZ_BUILD_DIR (default build-fuzz), FUZZ_RUNS, FUZZ_JOBS (targets run side by side,
+# default the number of cores), FUZZ_TIMEOUT (seconds per input, default 10), FUZZ_RSS_MB (default 2048).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
@@ -79,26 +79,25 @@ if [[ -n "${FUZZ_RUNS:-}" ]]; then limit=(-runs="$FUZZ_RUNS"); else limit=(-max_
 # scripts/reliability.sh.
 results="$build/fuzz-results.tsv"
 : >"$results"
-rows=()
-failed=()
-for t in "${targets[@]}"; do
-  exe="$build/$t"
-  [[ -x "$exe" ]] || { echo "fuzz: no target $t in $build" >&2; exit 2; }
-  work="$build/run/$t"
-  artifacts="$build/artifacts/$t"
+
+# One target: runs it, prints its failure report, and writes its table row to $build/run/$t/row.
+fuzz_one() {
+  local t="$1" exe="$build/$1" work="$build/run/$1" artifacts="$build/artifacts/$1"
   rm -rf "$work"
   mkdir -p "$work/corpus" "$artifacts"
   [[ -d "$corpus_root/$t" ]] && cp -r "$corpus_root/$t/." "$work/corpus/"
-  args=("${limit[@]}" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -print_final_stats=1
+  local args=("${limit[@]}" -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -print_final_stats=1
     -artifact_prefix="$artifacts/")
   [[ -f "$dict_root/$t.dict" ]] && args+=(-dict="$dict_root/$t.dict")
   find "$artifacts" -type f | sort >"$work/artifacts.before"
   echo "fuzz: $t ${limit[*]}"
+  local start status
   start=$(date +%s%N)
   set +e
   "$exe" "${args[@]}" "$work/corpus" >"$work/log" 2>&1
   status=$?
   set -e
+  local elapsed execs crashes verdict rate
   elapsed=$(awk -v ns=$(($(date +%s%N) - start)) 'BEGIN { printf "%.1f", ns / 1e9 }')
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log" | tail -1 | awk '{print $2}')
   find "$artifacts" -type f | sort | comm -13 "$work/artifacts.before" - >"$work/artifacts.new"
@@ -107,22 +106,45 @@ for t in "${targets[@]}"; do
   if ((status != 0 || crashes > 0)); then
     verdict=$(grep -o -m1 -E 'ERROR: libFuzzer: [a-z -]+[a-z]|ERROR: AddressSanitizer: [a-zA-Z-]+|ERROR: LeakSanitizer|runtime error: [a-z ]+[a-z]|fuzz invariant violated|terminate called' "$work/log" | head -1)
     verdict="${verdict:-exit status $status}"
-    failed+=("$t")
-    echo "fuzz: $t FAILED ($verdict); log: $work/log"
-    # The report from its first line (the sanitizer's or the invariant's), without the shadow legend.
-    awk '/ERROR:|runtime error: [a-z ]+[a-z]|fuzz invariant violated|terminate called|deadly signal/ { on = 1 }
-         /Shadow bytes around|SUMMARY:/ { if (on) { print; exit } }
-         on && shown++ < 40 { print }' "$work/log" | sed 's/^/    /'
-    while read -r a; do echo "fuzz: $t input: $a  (rerun: $exe $a)"; done <"$work/artifacts.new"
+    {
+      echo "fuzz: $t FAILED ($verdict); log: $work/log"
+      # The report from its first line (the sanitizer's or the invariant's), without the shadow legend.
+      awk '/ERROR:|runtime error: [a-z ]+[a-z]|fuzz invariant violated|terminate called|deadly signal/ { on = 1 }
+           /Shadow bytes around|SUMMARY:/ { if (on) { print; exit } }
+           on && shown++ < 40 { print }' "$work/log" | sed 's/^/    /'
+      while read -r a; do echo "fuzz: $t input: $a  (rerun: $exe $a)"; done <"$work/artifacts.new"
+    } >"$work/report"
+    cat "$work/report"
   fi
   rate=$(awk -v n="${execs:-0}" -v s="$elapsed" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
-  rows+=("$(printf '%-26s %11s %9s %8s %8d  %s' "$t" "${execs:-?}" "$elapsed" "$rate" "$crashes" "$verdict")")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "$elapsed" "$rate" "$crashes" "$verdict" >>"$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "${execs:-?}" "$elapsed" "$rate" "$crashes" "$verdict" >"$work/row"
   if ((merge)) && [[ "$verdict" == ok ]]; then
     mkdir -p "$corpus_root/$t"
     "$exe" -merge=1 -timeout="${FUZZ_TIMEOUT:-10}" "$corpus_root/$t" "$work/corpus" >"$work/merge.log" 2>&1
     echo "fuzz: $t merge: $(grep -o 'MERGE-OUTER: [0-9]* new files' "$work/merge.log" || echo 'see '"$work/merge.log")"
   fi
+}
+
+# The targets run side by side, one per core (each is single-threaded): FUZZ_JOBS sets how many.
+for t in "${targets[@]}"; do
+  [[ -x "$build/$t" ]] || { echo "fuzz: no target $t in $build" >&2; exit 2; }
+done
+parallel="${FUZZ_JOBS:-$(nproc)}"
+for t in "${targets[@]}"; do
+  while (($(jobs -rp | wc -l) >= parallel)); do wait -n || true; done
+  fuzz_one "$t" &
+done
+wait
+
+rows=()
+failed=()
+for t in "${targets[@]}"; do
+  row="$build/run/$t/row"
+  [[ -f "$row" ]] || { echo "fuzz: $t wrote no result (see $build/run/$t)" >&2; failed+=("$t"); continue; }
+  cat "$row" >>"$results"
+  IFS=$'\t' read -r name execs elapsed rate crashes verdict <"$row"
+  rows+=("$(printf '%-26s %11s %9s %8s %8d  %s' "$name" "$execs" "$elapsed" "$rate" "$crashes" "$verdict")")
+  [[ "$verdict" == ok ]] || failed+=("$t")
 done
 
 echo
