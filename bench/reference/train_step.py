@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""The mel-mode training step in plain PyTorch on transformers' VitsModel: the reference for bench_train.
+"""A training objective's step in plain PyTorch on transformers' VitsModel: the reference for bench_train.
 
-The same step as vitscuda's MelTrainer::step (and tools/golden/make_golden_gradients.py, which the C++ step
-is checked against), at the same settings as bench_train (bench/train_bench.cpp):
+--objective mel (default), vae or full: the same step as vitscuda's MelTrainer, VaeTrainer or FullTrainer
+(model/train_step.cpp, model/vae_step.cpp, model/full_trainer.cpp; the objective: docs/full_objective.md), at the
+same settings as bench_train (bench/train_bench.cpp), in the same order and at the same shapes.
+
+mel (as tools/golden/make_golden_gradients.py, which the C++ step is checked against):
   1. text encoder (with grad) -> hidden, prior means and log-stds
   2. no grad: log-durations from the duration predictor (reverse, noise_scale_duration), w = exp(.) * mask
   3. integer durations: largest-remainder rounding of w so that they sum to the target's frames (host)
@@ -13,9 +16,46 @@ is checked against), at the same settings as bench_train (bench/train_bench.cpp)
      sqrt(re^2+im^2+1e-6), Slaney filterbank, log(clamp(., 1e-5)))
  10. masked L1 against the target's log-mel; backward; clip_grad_norm_(1.0); torch.optim.AdamW (lr 2e-4,
      weight decay 0.01 on every trainable tensor, as the C++ trainer)
-Trainable: text_encoder, flow, decoder (and the speaker embedding of a multi-speaker model). Modules in eval
-mode (no dropout or layerdrop: the C++ step has none), autograd on. "recompute" settings wrap each HiFi-GAN
-residual block in torch.utils.checkpoint (use_reentrant=False), as recompute_decoder does in the C++ step.
+  Trainable: text_encoder, flow, decoder (and the speaker embedding of a multi-speaker model).
+
+vae (finetune-hf-vits' generator objective without the discriminator; segment settings only):
+  1. text encoder -> hidden, m_p, logs_p; 2. no grad: the targets' linear spectrogram (the log-mel's STFT, its
+     magnitude), on the device in every step as the C++ step does
+  3. posterior_encoder(spectrogram) -> z = m_q + eps * exp(logs_q) (masked); 4. z_p = flow(z) (forward)
+  5. no grad: the log-likelihood log N(z_p; m_p, exp(logs_p)) [B, frames, tokens] in the four-term matmul form on
+     the device, then the monotonic alignment search (finetune-hf-vits' maximum_path: its tie rule and y != 0
+     guard) -> one-hot alignment and durations (frames per token)
+  6. duration loss on the detached text encoding: the stochastic duration predictor's training direction
+     (transformers' duration_predictor(..., durations=w, reverse=False): nll + logq per item) when the config
+     uses it, else the deterministic predictor's squared log-duration error; summed and divided by the tokens
+  7. KL between the posterior and the prior expanded through the alignment (matmul), divided by the frames
+  8. a random K-frame window of z -> decoder -> log-mel L1 against the target's log-mel window
+  9. loss = 35 mel + 1.5 kl + 1 dur; backward; clip_grad_norm_(1.0); AdamW (betas 0.9, 0.999, as the C++)
+  Trainable: every generator parameter (posterior encoder and duration predictor included).
+full (vae plus the VITS discriminator, as FullTrainer::step with no discriminator warm-up, as bench_train runs it):
+  1. the vae forward (1-8 above), kept for the generator's backward
+  2. D step: D's gradients zeroed, D(real window), D(sg(fake window)), LSGAN loss * 3, backward, clip 1.0, AdamW
+  3. G step against the updated D: D(real) without grad (feature maps), D(fake); loss = the vae terms + adversarial
+     + feature matching (2 * sum of mean |fmap_r - fmap_g|), backward, clip 1.0, AdamW; both AdamW betas (0.8, 0.99)
+  The discriminator (one scale discriminator on the raw waveform, then one period discriminator per period, weight
+  norm on every conv, LeakyReLU 0.1) is written here, sized from the config's discriminator_* fields as
+  model/discriminator.cpp reads them (finetune-hf-vits' defaults when absent, no scale discriminator when
+  discriminator_scale_channels is null), with PyTorch's default conv initialisation: the same parameter count
+  as bench_train's; both counts are printed and stored.
+
+Where the alignment search runs: vitscuda runs it on the device (kernels/cuda/alignment_search.cu, one block per
+item) and copies only the frame -> token map back. Here, as in finetune-hf-vits (its Cython maximum_path on the
+likelihood moved to the CPU), it runs on the host: numpy, vectorised over the batch and token axes with a Python
+loop over the frames; the step's time includes the device -> host copy of the likelihood and that loop, and each
+setting reports the median of that part alone (median_mas_s).
+
+Known differences that do not change what is timed: transformers' stochastic duration predictor flips the
+channels after its ElementwiseAffine flows in the training direction, finetune-hf-vits and original VITS (and
+vitscuda) do not (docs/vits_facts.md): the loss value differs, the work is the same. The random draws (posterior
+noise, duration noise, window starts, weights) are torch's, not the engine's Philox stream.
+
+Modules in eval mode (no dropout or layerdrop: the C++ step has none), autograd on. "recompute" settings wrap each
+HiFi-GAN residual block in torch.utils.checkpoint (use_reentrant=False), as recompute_decoder does in the C++ step.
 
 Same model shapes (random weights from transformers' own initialisation, or --model DIR), same synthetic
 targets (the generator of `vitscuda selftest`), same token sequence (the sentence cycled to --tokens-per-second
@@ -24,8 +64,12 @@ the targets' log-mels computed once before timing, as bench_train does. fp32 eag
 cuDNN, set explicitly and printed. Each timed step ends with torch.cuda.synchronize(); wall clock, median.
 An out-of-memory error is a result: recorded, and the next setting runs.
 
+vae and full decode windows only: they run the segment settings (b16_seg32_*), and a --setting that selects only
+whole-utterance settings is refused (bench_train accepts those and records the step's error, "segment_frames must
+be > 0", for each). Without --setting they run every segment setting.
+
 Exit status: 0 every selected setting ran or ran out of memory, 1 an error, 2 bad arguments (a --setting that
-names none of the settings),
+names none of the settings, or only whole-utterance ones for vae and full),
 77 --device cuda without a usable device (skipped).
 """
 import argparse
@@ -41,6 +85,17 @@ EXIT_SKIPPED = 77
 DEFAULT_TEXT = "The birch canoe slid on the smooth planks, and the boy glued the sheet to the dark blue background."
 MAGNITUDE_EPS = 1e-6
 LOG_CLAMP = 1e-5
+OBJECTIVES = ("mel", "vae", "full")
+# The loss weights (vitscuda's TrainStepOptions defaults = finetune-hf-vits' weight_mel, weight_kl, ...).
+C_MEL, C_KL, C_DUR, C_GEN, C_FM, C_DISC = 35.0, 1.5, 1.0, 1.0, 1.0, 3.0
+# The full objective's AdamW betas for both optimisers (finetune-hf-vits' configs; FullTrainer's with_full_betas).
+FULL_BETAS = (0.8, 0.99)
+OBJECTIVE_LOSSES = {
+    "mel": "mel = log-mel L1 of the decoded prior sample (durations from the frozen duration predictor)",
+    "vae": f"{C_MEL:g} mel + {C_KL:g} kl + {C_DUR:g} dur (mel: log-mel L1 of the window)",
+    "full": f"{C_MEL:g} mel + {C_KL:g} kl + {C_DUR:g} dur + {C_GEN:g} gen + {C_FM:g} fm; discriminator {C_DISC:g} disc; "
+            f"AdamW betas {FULL_BETAS} for both",
+}
 
 
 def parse_bytes(text):
@@ -150,13 +205,17 @@ class LogMel:
     def frames(self, samples):
         return (samples + 2 * self.pad - self.n_fft) // self.hop + 1
 
-    def __call__(self, wave):
+    def magnitude(self, wave):
+        """The linear spectrogram [B, n_fft/2 + 1, frames]: the posterior encoder's input (the feature extractor's)."""
         torch = self.torch
         padded = torch.nn.functional.pad(wave.unsqueeze(1), (self.pad, self.pad), mode="reflect").squeeze(1)
         spec = torch.stft(padded, self.n_fft, hop_length=self.hop, win_length=self.win, window=self.window,
                           center=False, normalized=False, onesided=True, return_complex=True)
-        mag = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + MAGNITUDE_EPS)
-        return torch.log(torch.clamp(torch.matmul(self.bank, mag), min=LOG_CLAMP))
+        return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + MAGNITUDE_EPS)
+
+    def __call__(self, wave):
+        torch = self.torch
+        return torch.log(torch.clamp(torch.matmul(self.bank, self.magnitude(wave)), min=LOG_CLAMP))
 
 
 def largest_remainder(weights, frames):
@@ -177,7 +236,7 @@ def largest_remainder(weights, frames):
 # The step
 
 
-class Step:
+class MelStep:
     def __init__(self, torch, model, logmel, args, device):
         self.torch, self.model, self.logmel, self.args, self.device = torch, model, logmel, args, device
         c = model.config
@@ -240,6 +299,200 @@ class Step:
         return torch.sum(torch.abs(generated - target) * mel_mask) / (n_mels * torch.sum(mel_mask))
 
 
+def monotonic_alignment_search(value, frames, tokens):
+    """finetune-hf-vits' maximum_path (monotonic_align/core.pyx, with its y != 0 guard; ties keep the current token)
+    on value [B, F, T] (frames x tokens, float32 numpy), item b on its first frames[b] x tokens[b] corner. Vectorised
+    over the batch and token axes, a Python loop over the frames; float32 additions as the Cython code makes them.
+    Returns the one-hot alignment path [B, F, T] (float32; 0 outside each item's corner)."""
+    import numpy as np
+
+    B, F, T = value.shape
+    q = value.astype(np.float32, copy=True)
+    neg = np.float32(-1e9)
+    x = np.arange(T)[None, :]
+    ty = np.asarray(frames, dtype=np.int64)[:, None]
+    tx = np.asarray(tokens, dtype=np.int64)[:, None]
+    for y in range(F):
+        band = (x >= np.maximum(0, tx + y - ty)) & (x < np.minimum(tx, y + 1)) & (y < ty)  # [B, T]
+        if y == 0:
+            best = np.where(x == 0, np.float32(0), neg)  # stay is -1e9 at x == y == 0; adv is 0
+        else:
+            prev = q[:, y - 1, :]
+            stay = np.where(x == y, neg, prev)
+            adv = np.concatenate([np.full((B, 1), neg, dtype=np.float32), prev[:, :-1]], axis=1)
+            best = np.maximum(adv, stay)
+        q[:, y, :] = np.where(band, q[:, y, :] + best, q[:, y, :])
+    path = np.zeros((B, F, T), dtype=np.float32)
+    rows = np.arange(B)
+    index = tx[:, 0] - 1
+    for y in range(F - 1, -1, -1):
+        active = y < ty[:, 0]
+        path[rows[active], y, index[active]] = 1
+        if y > 0:
+            prev = q[:, y - 1, :]
+            down = (index == y) | (prev[rows, index] < prev[rows, np.maximum(index - 1, 0)])
+            index = index - (active & (index != 0) & down)
+    return path
+
+
+class VaeStep:
+    """The vae objective's forward (model/vae_step.cpp's order); returns the loss terms, the decoded windows and
+    the targets' waveform windows (the full objective's real input to the discriminator)."""
+
+    def __init__(self, torch, model, logmel, args, device):
+        self.torch, self.model, self.logmel, self.args, self.device = torch, model, logmel, args, device
+        self.sdp = model.config.use_stochastic_duration_prediction
+        self.hop = math.prod(model.config.upsample_rates)
+        self.generator = torch.Generator(device="cpu").manual_seed(args.seed)
+        self.mas_seconds = []  # host alignment search per step, device -> host copy of the likelihood included
+
+    def __call__(self, batch, segment_frames):
+        torch, model = self.torch, self.model
+        ids, attention_mask, frames = batch["ids"], batch["attention_mask"], batch["frames"]
+        B, T, F = ids.shape[0], ids.shape[1], max(frames)
+        K = segment_frames
+        tokens = attention_mask.sum(1).tolist()
+        input_mask = attention_mask.unsqueeze(1).float()  # [B,1,T]
+        frame_mask = (torch.arange(F, device=self.device).view(1, 1, -1)
+                      < torch.tensor(frames, device=self.device).view(-1, 1, 1)).float()  # [B,1,F]
+        encoded = model.text_encoder(input_ids=ids, padding_mask=attention_mask.unsqueeze(-1).float(),
+                                     attention_mask=attention_mask, return_dict=True)
+        hidden = encoded.last_hidden_state.transpose(1, 2)  # [B,H,T]
+        prior_means = encoded.prior_means.transpose(1, 2)  # [B,C,T]
+        prior_log_std = encoded.prior_log_variances.transpose(1, 2)  # log-std (docs/vits_facts.md)
+        speaker = None
+        if model.config.num_speakers > 1:
+            speaker = model.embed_speaker(torch.zeros(B, dtype=torch.long, device=self.device)).unsqueeze(-1)
+
+        with torch.no_grad():
+            spectrogram = self.logmel.magnitude(batch["wave"]) * frame_mask  # [B, bins, F]
+        latents, _, posterior_log_std = model.posterior_encoder(spectrogram, frame_mask, speaker)
+        prior_latents = model.flow(latents, frame_mask, speaker, reverse=False)
+
+        with torch.no_grad():
+            # log N(z_p[f]; m_p[t], exp(logs_p[t])) summed over channels, [B, F, T] (MVT's four terms).
+            inv_var = torch.exp(-2 * prior_log_std)
+            z = prior_latents.detach()
+            likelihood = (torch.sum(-0.5 * math.log(2 * math.pi) - prior_log_std, 1, keepdim=True)
+                          + torch.matmul((-0.5 * z * z).transpose(1, 2), inv_var)
+                          + torch.matmul(z.transpose(1, 2), prior_means * inv_var)
+                          + torch.sum(-0.5 * prior_means * prior_means * inv_var, 1, keepdim=True))
+            t0 = time.perf_counter()
+            path = monotonic_alignment_search(likelihood.float().cpu().numpy(), frames, tokens)
+            self.mas_seconds.append(time.perf_counter() - t0)
+            alignment = torch.from_numpy(path).to(self.device)  # [B, F, T], one-hot per valid frame
+            durations = alignment.sum(1).unsqueeze(1)  # [B, 1, T]
+
+        if self.sdp:
+            per_item = model.duration_predictor(hidden.detach(), input_mask,
+                                                speaker.detach() if speaker is not None else None,
+                                                durations=durations, reverse=False)
+            duration_loss = torch.sum(per_item) / torch.sum(input_mask)
+        else:
+            log_duration = model.duration_predictor(hidden.detach(), input_mask, speaker)
+            target = torch.log(durations + 1e-6) * input_mask
+            duration_loss = torch.sum((log_duration - target) ** 2 * input_mask) / torch.sum(input_mask)
+
+        expanded_means = torch.matmul(alignment, prior_means.transpose(1, 2)).transpose(1, 2)  # [B,C,F]
+        expanded_log_std = torch.matmul(alignment, prior_log_std.transpose(1, 2)).transpose(1, 2)
+        kl = (expanded_log_std - posterior_log_std - 0.5
+              + 0.5 * (prior_latents - expanded_means) ** 2 * torch.exp(-2 * expanded_log_std))
+        kl_loss = torch.sum(kl * frame_mask) / torch.sum(frame_mask)
+
+        starts = [int(torch.randint(0, frames[b] - K + 1, (1,), generator=self.generator)) for b in range(B)]
+        window = torch.stack([latents[b, :, s:s + K] for b, s in enumerate(starts)])
+        target = torch.stack([batch["target_logmel"][b, :, s:s + K] for b, s in enumerate(starts)])
+        real = torch.stack([batch["wave"][b, s * self.hop:(s + K) * self.hop] for b, s in enumerate(starts)])
+        wave = model.decoder(window, speaker)  # [B, 1, K * hop]
+        mel_loss = torch.mean(torch.abs(self.logmel(wave[:, 0, :]) - target))
+        total = C_MEL * mel_loss + C_KL * kl_loss + C_DUR * duration_loss
+        return dict(total=total, mel=mel_loss, kl=kl_loss, dur=duration_loss, fake=wave, real=real.unsqueeze(1))
+
+
+def build_discriminator(torch, config):
+    """The VITS discriminator (finetune-hf-vits' VitsDiscriminator; model/discriminator.cpp): one scale discriminator
+    on the raw waveform when discriminator_scale_channels is not null, then one period discriminator per period.
+    Every conv weight-normed (dim 0: weight_g and weight_v, as vitscuda trains them). forward(wave [B, 1, N]) ->
+    (scores: per sub-discriminator [B, n_k]; feature maps: per sub-discriminator, every conv's output after the
+    LeakyReLU, then the final conv's output)."""
+    nn = torch.nn
+    weight_norm = torch.nn.utils.parametrizations.weight_norm
+    field = lambda name, default: getattr(config, name, default)  # noqa: E731 (absent: finetune-hf-vits' default)
+    kernel, stride = field("discriminator_kernel_size", 5), field("discriminator_stride", 3)
+    periods = field("discriminator_periods", [2, 3, 5, 7, 11])
+    period_channels = field("discriminator_period_channels", [1, 32, 128, 512, 1024])
+    scale_channels = field("discriminator_scale_channels", [1, 16, 64, 256, 1024])  # None: no scale discriminator
+    slope = config.leaky_relu_slope
+
+    class Scale(nn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            n, last = len(ch), ch[-1]
+            convs = [nn.Conv1d(ch[0], ch[1], 15, 1, padding=7)]
+            convs += [nn.Conv1d(ch[j], ch[j + 1], 41, 4, groups=4**j, padding=20) for j in range(1, n - 1)]
+            convs += [nn.Conv1d(last, last, 41, 4, groups=4 ** (n - 1), padding=20), nn.Conv1d(last, last, 5, 1, padding=2)]
+            self.convs = nn.ModuleList(weight_norm(c) for c in convs)
+            self.final_conv = weight_norm(nn.Conv1d(last, 1, 3, 1, padding=1))
+
+        def forward(self, x):
+            fmaps = []
+            for conv in self.convs:
+                x = nn.functional.leaky_relu(conv(x), slope)
+                fmaps.append(x)
+            x = self.final_conv(x)
+            fmaps.append(x)
+            return torch.flatten(x, 1, -1), fmaps
+
+    class Period(nn.Module):
+        def __init__(self, period, ch):
+            super().__init__()
+            self.period, pad, last = period, (kernel - 1) // 2, ch[-1]
+            convs = [nn.Conv2d(ch[j], ch[j + 1], (kernel, 1), (stride, 1), padding=(pad, 0)) for j in range(len(ch) - 1)]
+            convs.append(nn.Conv2d(last, last, (kernel, 1), 1, padding=(pad, 0)))
+            self.convs = nn.ModuleList(weight_norm(c) for c in convs)
+            self.final_conv = weight_norm(nn.Conv2d(last, 1, (3, 1), 1, padding=(1, 0)))
+
+        def forward(self, x):
+            B, C, N = x.shape
+            if N % self.period:
+                x = nn.functional.pad(x, (0, self.period - N % self.period), "reflect")
+            x = x.view(B, C, -1, self.period)
+            fmaps = []
+            for conv in self.convs:
+                x = nn.functional.leaky_relu(conv(x), slope)
+                fmaps.append(x)
+            x = self.final_conv(x)
+            fmaps.append(x)
+            return torch.flatten(x, 1, -1), fmaps
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            subs = [Scale(scale_channels)] if scale_channels else []
+            self.discriminators = nn.ModuleList(subs + [Period(p, period_channels) for p in periods])
+
+        def forward(self, wave):
+            outputs = [d(wave) for d in self.discriminators]
+            return [o[0] for o in outputs], [o[1] for o in outputs]
+
+    return Discriminator()
+
+
+def discriminator_loss(torch, real_scores, fake_scores):
+    """L_D = sum_k mean((1 - D_k(real))^2) + mean(D_k(fake)^2)."""
+    return sum(torch.mean((1 - r) ** 2) + torch.mean(f ** 2) for r, f in zip(real_scores, fake_scores))
+
+
+def generator_adversarial_loss(torch, fake_scores):
+    """L_adv = sum_k mean((1 - D_k(fake))^2)."""
+    return sum(torch.mean((1 - f) ** 2) for f in fake_scores)
+
+
+def feature_matching_loss(torch, real_maps, fake_maps):
+    """L_fm = 2 * sum_k sum_l mean(|sg(fmap_real) - fmap_fake|)."""
+    return 2 * sum(torch.mean(torch.abs(r.detach() - f)) for rs, fs in zip(real_maps, fake_maps) for r, f in zip(rs, fs))
+
+
 def set_decoder_recompute(torch, decoder, on):
     """Wraps (or unwraps) every HiFi-GAN residual block's forward in activation checkpointing: only the block's
     input is kept, its inside is recomputed in the backward (the C++ recompute_decoder)."""
@@ -257,8 +510,8 @@ def set_decoder_recompute(torch, decoder, on):
             del block.forward
 
 
-def make_optimizer(torch, params, args):
-    kwargs = dict(lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+def make_optimizer(torch, params, args, betas=(0.9, 0.999)):
+    kwargs = dict(lr=args.lr, betas=betas, eps=1e-8, weight_decay=0.01)
     if args.adam == "foreach":
         kwargs["foreach"] = True
     elif args.adam == "fused":
@@ -276,6 +529,8 @@ def main():
     src.add_argument("--model", help="or an HF VitsModel directory (its weights)")
     p.add_argument("--tokenizer", help="directory with vocab.json (default: the config's or the model's)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--objective", default="mel", choices=OBJECTIVES,
+                   help="the step timed: mel (default), vae or full (segment settings only), as bench_train's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seconds", type=float, default=10.0, help="length of every utterance (default 10)")
     p.add_argument("--tokens-per-second", type=float, default=15.0)
@@ -307,21 +562,28 @@ def main():
 
     settings = [(setting_name(b, k, rc, args.seconds), b, k, rc) for b, k in ((4, 0), (16, 32)) for rc in (False, True)]
     names = [s[0] for s in settings] + ["adamw", "logmel"]
+    # vae and full decode a random window per item: the whole-utterance settings are not theirs.
+    whole = [s[0] for s in settings if s[2] == 0] if args.objective != "mel" else []
+    runnable = [n for n in names if n not in whole]
     if args.list:
-        print("\n".join(names))
+        print("\n".join(runnable))
         return 0
 
     def matches(pattern, name):
         return pattern == name if args.exact else pattern in name
 
     def selected(name):
-        return not args.setting or any(matches(s, name) for s in args.setting)
+        return name in runnable and (not args.setting or any(matches(s, name) for s in args.setting))
 
     # A typo must not silently run nothing (bench_train refuses the same way).
     unknown = [s for s in args.setting if not any(matches(s, n) for n in names)]
     for s in unknown:
         print(f"error: --setting '{s}' matches none of the names this program runs: {', '.join(names)}", file=sys.stderr)
-    if unknown:
+    only_whole = [s for s in args.setting if s not in unknown and not any(matches(s, n) for n in runnable)]
+    for s in only_whole:
+        print(f"error: --setting '{s}' selects only whole-utterance settings, and --objective {args.objective} decodes "
+              f"a random window per item (segment settings only): choose among {', '.join(runnable)}", file=sys.stderr)
+    if unknown or only_whole:
         return 2
 
     try:
@@ -368,12 +630,19 @@ def main():
     model = model.float().to(device).eval()  # eval: no dropout or layerdrop; autograd stays on
     config = model.config
     trainable_prefixes = ("text_encoder.", "flow.", "decoder.", "embed_speaker.")
+    if args.objective != "mel":  # every generator parameter (vitscuda's trainable_in_vae_mode)
+        trainable_prefixes += ("duration_predictor.", "posterior_encoder.")
     trainable = []
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith(trainable_prefixes))
         if param.requires_grad:
             trainable.append(param)
     initial_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    disc = disc_params = initial_disc_state = None
+    if args.objective == "full":
+        disc = build_discriminator(torch, model.config).to(device)  # seeded by torch.manual_seed(args.seed) above
+        disc_params = list(disc.parameters())
+        initial_disc_state = {k: v.detach().clone().cpu() for k, v in disc.state_dict().items()}
     tokenizer = VitsTokenizer.from_pretrained(tok_dir)
 
     words = args.text.split()
@@ -397,7 +666,7 @@ def main():
     hop = math.prod(config.upsample_rates)
     n_mels = min(80, max(1, config.spectrogram_bins // 4))  # vitscuda's mel_config_for
     logmel = LogMel(torch, sample_rate, n_fft, hop, n_fft, n_mels, device)
-    step = Step(torch, model, logmel, args, device)
+    step = (MelStep if args.objective == "mel" else VaeStep)(torch, model, logmel, args, device)
 
     def sync():
         if cuda:
@@ -417,13 +686,23 @@ def main():
         target = torch.zeros(batch_size, n_mels, max(frames), device=device)
         for b, t in enumerate(targets):
             target[b, :, : t.shape[1]] = t
-        return dict(ids=ids.repeat(batch_size, 1).to(device), attention_mask=torch.ones(batch_size, tokens,
-                                                                                          dtype=torch.long,
-                                                                                          device=device),
-                    frames=frames, target_logmel=target, waves=waves)
+        batch = dict(ids=ids.repeat(batch_size, 1).to(device), attention_mask=torch.ones(batch_size, tokens,
+                                                                                           dtype=torch.long,
+                                                                                           device=device),
+                     frames=frames, target_logmel=target, waves=waves)
+        if args.objective != "mel":  # the posterior's spectrogram and the real windows come from the waveforms
+            if len(set(frames)) != 1:
+                raise ValueError("the vae step here stacks the waveforms: every utterance must have the same frames")
+            batch["wave"] = torch.from_numpy(np.stack([w[: f * hop] for w, f in zip(waves, frames)])).to(device)
+        return batch
 
+    generator_count = sum(p.numel() for p in model.parameters())
+    disc_count = sum(p.numel() for p in disc_params) if disc is not None else 0
     print(f"train_step.py: transformers {transformers.__version__}, torch {torch.__version__}, {source} on "
-          f"{args.device} ({device_info['name']}), {sum(p.numel() for p in model.parameters())} parameters")
+          f"{args.device} ({device_info['name']}), {generator_count} parameters"
+          + (f" + discriminator {disc_count} ({len(disc.discriminators)} sub-discriminators)" if disc is not None else ""))
+    print(f"objective {args.objective}: {OBJECTIVE_LOSSES[args.objective]}; "
+          f"{sum(p.numel() for p in trainable)} trainable generator parameters")
     print(f"fp32 eager; torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
           f"torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
           f"cudnn.benchmark={torch.backends.cudnn.benchmark}; budget {fmt_bytes(budget) if budget and cuda else 'none'}; "
@@ -445,17 +724,21 @@ def main():
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        opt = None
+        opt = disc_opt = None
         batch = None
         try:
             batch = make_batch(batch_size)
             r["frames"] = batch["frames"][0]
             r["decoded_frames"] = min(segment_frames, min(batch["frames"])) if segment_frames else batch["frames"][0]
             r["decoded_audio_seconds_per_step"] = batch_size * r["decoded_frames"] * hop / sample_rate
-            opt = make_optimizer(torch, trainable, args)
+            opt = make_optimizer(torch, trainable, args, FULL_BETAS if args.objective == "full" else (0.9, 0.999))
             r["adam_impl"] = adam_impl(opt)
+            if disc is not None:
+                disc.load_state_dict(initial_disc_state)
+                disc_opt = make_optimizer(torch, disc_params, args, FULL_BETAS)
+            step_terms = []  # per step: the unweighted loss terms, read as the C++ trainers read them
 
-            def one_step():
+            def mel_step():
                 opt.zero_grad(set_to_none=True)
                 loss = step(batch, segment_frames)
                 value = loss.item()
@@ -463,6 +746,44 @@ def main():
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)
                 opt.step()
                 return value
+
+            def vae_step():
+                opt.zero_grad(set_to_none=True)
+                out = step(batch, segment_frames)
+                values = torch.stack([out["total"], out["mel"], out["kl"], out["dur"]]).tolist()
+                step_terms.append(dict(zip(("mel", "kl", "dur"), values[1:])))
+                out["total"].backward()
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                opt.step()
+                return values[0]
+
+            def full_step():
+                out = step(batch, segment_frames)  # the generator's forward, kept for its backward below
+                # D step: its gradients zeroed first (they also hold the last G backward's contribution).
+                disc_opt.zero_grad(set_to_none=True)
+                real_scores, _ = disc(out["real"])
+                fake_scores, _ = disc(out["fake"].detach())
+                disc_loss = discriminator_loss(torch, real_scores, fake_scores)
+                disc_value = disc_loss.item()
+                (C_DISC * disc_loss).backward()
+                torch.nn.utils.clip_grad_norm_(disc_params, 1.0)
+                disc_opt.step()
+                # G step against the updated discriminator.
+                opt.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    _, real_maps = disc(out["real"])
+                fake_scores, fake_maps = disc(out["fake"])
+                adversarial = generator_adversarial_loss(torch, fake_scores)
+                matching = feature_matching_loss(torch, real_maps, fake_maps)
+                total = out["total"] + C_GEN * adversarial + C_FM * matching
+                values = torch.stack([total, out["mel"], out["kl"], out["dur"], adversarial, matching]).tolist()
+                step_terms.append(dict(zip(("mel", "kl", "dur", "gen", "fm"), values[1:]), disc=disc_value))
+                total.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                opt.step()
+                return values[0]
+
+            one_step = dict(mel=mel_step, vae=vae_step, full=full_step)[args.objective]
 
             warm_used = 0
             for _ in range(args.warmup):
@@ -475,6 +796,9 @@ def main():
                 r["warmup_device_used_bytes"] = warm_used
                 torch.cuda.reset_peak_memory_stats(device)
             walls, losses, used_max = [], [], 0
+            step_terms.clear()
+            if args.objective != "mel":
+                step.mas_seconds.clear()
             for _ in range(steps):
                 sync()
                 t0 = time.perf_counter()
@@ -486,6 +810,8 @@ def main():
             r.update(status="ok" if all(math.isfinite(v) for v in losses) else "non_finite", step_seconds=walls,
                      median_step_s=med, min_step_s=min(walls), samples_per_s=batch_size / med,
                      decoded_audio_s_per_s=r["decoded_audio_seconds_per_step"] / med, losses=losses)
+            if args.objective != "mel":
+                r.update(loss_terms=step_terms, median_mas_s=statistics.median(step.mas_seconds))
             if cuda:
                 r.update(peak_live_bytes=torch.cuda.max_memory_allocated(device),
                          peak_reserved_bytes=torch.cuda.max_memory_reserved(device), device_used_max_bytes=used_max)
@@ -501,8 +827,8 @@ def main():
         if r["error"]:
             print(f"   {r['error']}")
         # Free everything this setting held before the next one measures its peaks.
-        opt = batch = None
-        for param in model.parameters():
+        opt = disc_opt = batch = None
+        for param in list(model.parameters()) + (disc_params or []):
             param.grad = None
         gc.collect()
         if cuda:
@@ -523,6 +849,11 @@ def main():
                   f"{fmt_bytes(r.get('peak_reserved_bytes')):>11} {fmt_bytes(r.get('device_used_max_bytes')):>11}")
         print("s/step: median wall time of one step + torch.cuda.synchronize(); peak alloc/rsrvd: "
               "torch.cuda.max_memory_allocated/reserved; dev used: mem_get_info high-water after the steps")
+        for r in results:
+            if r.get("loss_terms"):
+                terms = ", ".join(f"{k} {v:.4g}" for k, v in r["loss_terms"][-1].items())
+                print(f"{r['name']}: alignment search on the host {1e3 * r['median_mas_s']:.1f} ms per step (median, in "
+                      f"s/step); losses {r['losses'][0]:.4g} -> {r['losses'][-1]:.4g}; last step's terms: {terms}")
 
     adam = None
     if selected("adamw"):
@@ -600,7 +931,9 @@ def main():
             print(f"log-mel: {mel['status']}: {mel['error']}")
 
     if args.json:
-        doc = dict(program="train_step.py", implementation="pytorch", device=device_info, config=args.config,
+        doc = dict(program="train_step.py", implementation="pytorch", objective=args.objective,
+                   parameters=generator_count, trainable_parameters=sum(p.numel() for p in trainable),
+                   discriminator_parameters=disc_count, device=device_info, config=args.config,
                    model=args.model, seed=args.seed, seconds=args.seconds, tokens=tokens, warmup=args.warmup,
                    steps=steps, quick=args.quick, budget_bytes=budget if cuda else 0,
                    torch_version=torch.__version__, transformers_version=transformers.__version__,
