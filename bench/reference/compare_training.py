@@ -75,7 +75,9 @@ def main(argv):
             f.write("\n")
 
     dev = (ours or {}).get("device", {}) or (torch or {}).get("device", {})
-    head = f"training step on {dev.get('name', '?')}"
+    # Files written before --objective existed timed the mel step.
+    objectives = {side: doc.get("objective", "mel") for side, doc in (("ours", ours), ("PyTorch", torch)) if doc}
+    head = f"training step ({'/'.join(sorted(set(objectives.values())))} objective) on {dev.get('name', '?')}"
     if ours:
         head += f"; ours: budget {gib(ours.get('budget_bytes'))}, {ours.get('steps')} timed steps"
     if torch:
@@ -84,6 +86,8 @@ def main(argv):
                  f"TF32 matmul={tf32.get('cuda_matmul_allow_tf32')} cudnn={tf32.get('cudnn_allow_tf32')}, "
                  f"budget {gib(torch.get('budget_bytes'))}")
     print(head)
+    if len(set(objectives.values())) > 1:
+        print(f"warning: the files time different objectives (ours {objectives['ours']}, PyTorch {objectives['PyTorch']})")
     if ours and torch and ours.get("tokens") != torch.get("tokens"):
         print(f"warning: token counts differ (ours {ours.get('tokens')}, PyTorch {torch.get('tokens')})")
 
@@ -111,7 +115,7 @@ def main(argv):
     if ours:
         tails = [r.get("median_sync_tail_s") for r in o_set.values() if r.get("median_sync_tail_s") is not None]
         if tails:
-            print(f"  ours: MelTrainer::step returned up to {1e3 * max(tails):.2f} ms before the device was done "
+            print(f"  ours: the objective's step returned up to {1e3 * max(tails):.2f} ms before the device was done "
                   "(included in s/step)")
         host = [r.get("host_target_logmel_s") for r in o_set.values() if r.get("host_target_logmel_s")]
         if host and not ours.get("targets_in_step"):
@@ -120,6 +124,11 @@ def main(argv):
         bad = [n for n, r in o_set.items() if r.get("device_used_ge_reserved") is False]
         if bad:
             print(f"  ours: cudaMemGetInfo's used bytes fell below the allocator's reserved bytes in: {', '.join(bad)}")
+
+    mas = {n: r["median_mas_s"] for n, r in t_set.items() if r.get("median_mas_s") is not None}
+    if mas:
+        print("  PyTorch: the alignment search on the host (ours runs it on the device), included in s/step: " +
+              ", ".join(f"{n} {1e3 * v:.1f} ms" for n, v in mas.items()))
 
     print(f"\n{'AdamW':<10} {'ms/step':>9} {'GB/s':>8} {'% of peak':>9} {'elements':>12}")
     peak = dev.get("peak_bandwidth_gbs")
