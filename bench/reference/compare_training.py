@@ -87,7 +87,8 @@ def main(argv):
                  f"budget {gib(torch.get('budget_bytes'))}")
     print(head)
     if len(set(objectives.values())) > 1:
-        print(f"warning: the files time different objectives (ours {objectives['ours']}, PyTorch {objectives['PyTorch']})")
+        print(f"warning: the files time different objectives (ours {objectives['ours']}, "
+              f"PyTorch {objectives['PyTorch']})")
     if ours and torch and ours.get("tokens") != torch.get("tokens"):
         print(f"warning: token counts differ (ours {ours.get('tokens')}, PyTorch {torch.get('tokens')})")
 

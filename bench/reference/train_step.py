@@ -93,8 +93,8 @@ FULL_BETAS = (0.8, 0.99)
 OBJECTIVE_LOSSES = {
     "mel": "mel = log-mel L1 of the decoded prior sample (durations from the frozen duration predictor)",
     "vae": f"{C_MEL:g} mel + {C_KL:g} kl + {C_DUR:g} dur (mel: log-mel L1 of the window)",
-    "full": f"{C_MEL:g} mel + {C_KL:g} kl + {C_DUR:g} dur + {C_GEN:g} gen + {C_FM:g} fm; discriminator {C_DISC:g} disc; "
-            f"AdamW betas {FULL_BETAS} for both",
+    "full": f"{C_MEL:g} mel + {C_KL:g} kl + {C_DUR:g} dur + {C_GEN:g} gen + {C_FM:g} fm; "
+            f"discriminator {C_DISC:g} disc; AdamW betas {FULL_BETAS} for both",
 }
 
 
@@ -377,10 +377,12 @@ class VaeStep:
                           + torch.matmul((-0.5 * z * z).transpose(1, 2), inv_var)
                           + torch.matmul(z.transpose(1, 2), prior_means * inv_var)
                           + torch.sum(-0.5 * prior_means * prior_means * inv_var, 1, keepdim=True))
+            if likelihood.is_cuda:  # the copy below waits for the forward anyway; this keeps it out of mas_seconds
+                torch.cuda.synchronize(likelihood.device)
             t0 = time.perf_counter()
             path = monotonic_alignment_search(likelihood.float().cpu().numpy(), frames, tokens)
-            self.mas_seconds.append(time.perf_counter() - t0)
             alignment = torch.from_numpy(path).to(self.device)  # [B, F, T], one-hot per valid frame
+            self.mas_seconds.append(time.perf_counter() - t0)  # copy out, search, copy back
             durations = alignment.sum(1).unsqueeze(1)  # [B, 1, T]
 
         if self.sdp:
@@ -430,7 +432,8 @@ def build_discriminator(torch, config):
             n, last = len(ch), ch[-1]
             convs = [nn.Conv1d(ch[0], ch[1], 15, 1, padding=7)]
             convs += [nn.Conv1d(ch[j], ch[j + 1], 41, 4, groups=4**j, padding=20) for j in range(1, n - 1)]
-            convs += [nn.Conv1d(last, last, 41, 4, groups=4 ** (n - 1), padding=20), nn.Conv1d(last, last, 5, 1, padding=2)]
+            convs += [nn.Conv1d(last, last, 41, 4, groups=4 ** (n - 1), padding=20),
+                      nn.Conv1d(last, last, 5, 1, padding=2)]
             self.convs = nn.ModuleList(weight_norm(c) for c in convs)
             self.final_conv = weight_norm(nn.Conv1d(last, 1, 3, 1, padding=1))
 
@@ -447,7 +450,8 @@ def build_discriminator(torch, config):
         def __init__(self, period, ch):
             super().__init__()
             self.period, pad, last = period, (kernel - 1) // 2, ch[-1]
-            convs = [nn.Conv2d(ch[j], ch[j + 1], (kernel, 1), (stride, 1), padding=(pad, 0)) for j in range(len(ch) - 1)]
+            convs = [nn.Conv2d(ch[j], ch[j + 1], (kernel, 1), (stride, 1), padding=(pad, 0))
+                     for j in range(len(ch) - 1)]
             convs.append(nn.Conv2d(last, last, (kernel, 1), 1, padding=(pad, 0)))
             self.convs = nn.ModuleList(weight_norm(c) for c in convs)
             self.final_conv = weight_norm(nn.Conv2d(last, 1, (3, 1), 1, padding=(1, 0)))
@@ -490,7 +494,8 @@ def generator_adversarial_loss(torch, fake_scores):
 
 def feature_matching_loss(torch, real_maps, fake_maps):
     """L_fm = 2 * sum_k sum_l mean(|sg(fmap_real) - fmap_fake|)."""
-    return 2 * sum(torch.mean(torch.abs(r.detach() - f)) for rs, fs in zip(real_maps, fake_maps) for r, f in zip(rs, fs))
+    return 2 * sum(torch.mean(torch.abs(r.detach() - f))
+                   for rs, fs in zip(real_maps, fake_maps) for r, f in zip(rs, fs))
 
 
 def set_decoder_recompute(torch, decoder, on):
@@ -700,7 +705,8 @@ def main():
     disc_count = sum(p.numel() for p in disc_params) if disc is not None else 0
     print(f"train_step.py: transformers {transformers.__version__}, torch {torch.__version__}, {source} on "
           f"{args.device} ({device_info['name']}), {generator_count} parameters"
-          + (f" + discriminator {disc_count} ({len(disc.discriminators)} sub-discriminators)" if disc is not None else ""))
+          + (f" + discriminator {disc_count} ({len(disc.discriminators)} sub-discriminators)" if disc is not None
+             else ""))
     print(f"objective {args.objective}: {OBJECTIVE_LOSSES[args.objective]}; "
           f"{sum(p.numel() for p in trainable)} trainable generator parameters")
     print(f"fp32 eager; torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}, "
@@ -852,8 +858,9 @@ def main():
         for r in results:
             if r.get("loss_terms"):
                 terms = ", ".join(f"{k} {v:.4g}" for k, v in r["loss_terms"][-1].items())
-                print(f"{r['name']}: alignment search on the host {1e3 * r['median_mas_s']:.1f} ms per step (median, in "
-                      f"s/step); losses {r['losses'][0]:.4g} -> {r['losses'][-1]:.4g}; last step's terms: {terms}")
+                print(f"{r['name']}: alignment search on the host {1e3 * r['median_mas_s']:.1f} ms per step "
+                      f"(median, in s/step); losses {r['losses'][0]:.4g} -> {r['losses'][-1]:.4g}; "
+                      f"last step's terms: {terms}")
 
     adam = None
     if selected("adamw"):
