@@ -13,11 +13,16 @@ int hifigan_padding(int kernel, int dilation) { return (kernel * dilation - dila
 }  // namespace
 
 void declare_hifigan(const io::VitsConfig& c, ParameterStore& store) {
+  // The upsamplers' and residual blocks' weights start as HiFi-GAN's and VITS' own training does (their
+  // init_weights: N(0, 0.01)), not with transformers' kaiming normal: through the residual stack that
+  // init drives conv_post's output far into tanh's saturation (a random demo model wrote a constant -1.0),
+  // where the waveform's gradient vanishes and a training run from random weights cannot start.
+  const ParameterInit hifigan_init{InitKind::Normal, 0.01};
   declare_conv1d(store, "decoder.conv_pre", c.flow_size, c.upsample_initial_channel, 7);
   const size_t ups = c.upsample_rates.size();
   for (size_t i = 0; i < ups; ++i)
     declare_conv_transpose1d(store, "decoder.upsampler." + std::to_string(i), c.upsample_initial_channel >> i,
-                             c.upsample_initial_channel >> (i + 1), c.upsample_kernel_sizes[i]);
+                             c.upsample_initial_channel >> (i + 1), c.upsample_kernel_sizes[i], hifigan_init);
   int channels = c.upsample_initial_channel;
   int block = 0;
   for (size_t i = 0; i < ups; ++i) {
@@ -26,9 +31,9 @@ void declare_hifigan(const io::VitsConfig& c, ParameterStore& store) {
       const std::string p = "decoder.resblocks." + std::to_string(block);
       const int k = c.resblock_kernel_sizes[r];
       for (size_t d = 0; d < c.resblock_dilation_sizes[r].size(); ++d)
-        declare_conv1d(store, p + ".convs1." + std::to_string(d), channels, channels, k);
+        declare_conv1d(store, p + ".convs1." + std::to_string(d), channels, channels, k, 1, true, false, hifigan_init);
       for (size_t d = 0; d < c.resblock_dilation_sizes[r].size(); ++d)
-        declare_conv1d(store, p + ".convs2." + std::to_string(d), channels, channels, k);
+        declare_conv1d(store, p + ".convs2." + std::to_string(d), channels, channels, k, 1, true, false, hifigan_init);
     }
   }
   declare_conv1d(store, "decoder.conv_post", channels, 1, 7, 1, /*bias=*/false);

@@ -5,13 +5,13 @@
 namespace vitscuda::model {
 
 void declare_conv1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel, int groups,
-                    bool bias, bool weight_norm) {
+                    bool bias, bool weight_norm, const ParameterInit& weight_init) {
   const int cin_per_group = cin / groups;
   if (weight_norm) {
     store.declare(name + ".weight_g", {cout, 1, 1}, {InitKind::WeightNormG, 0.0, name + ".weight_v"});
-    store.declare(name + ".weight_v", {cout, cin_per_group, kernel}, {InitKind::KaimingNormal});
+    store.declare(name + ".weight_v", {cout, cin_per_group, kernel}, weight_init);
   } else {
-    store.declare(name + ".weight", {cout, cin_per_group, kernel}, {InitKind::KaimingNormal});
+    store.declare(name + ".weight", {cout, cin_per_group, kernel}, weight_init);
   }
   if (bias) {
     const double bound = std::sqrt(static_cast<double>(groups) / (static_cast<double>(cin) * kernel));
@@ -19,8 +19,9 @@ void declare_conv1d(ParameterStore& store, const std::string& name, int cin, int
   }
 }
 
-void declare_conv_transpose1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel) {
-  store.declare(name + ".weight", {cin, cout, kernel}, {InitKind::KaimingNormal});
+void declare_conv_transpose1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel,
+                              const ParameterInit& weight_init) {
+  store.declare(name + ".weight", {cin, cout, kernel}, weight_init);
   // torch's ConvTranspose1d.in_channels is cin; transformers' bias bound uses in_channels * kernel.
   const double bound = std::sqrt(1.0 / (static_cast<double>(cin) * kernel));
   store.declare(name + ".bias", {cout}, {InitKind::Uniform, bound});

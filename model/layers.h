@@ -8,12 +8,15 @@
 
 namespace vitscuda::model {
 
-// nn.Conv1d: weight [cout, cin/groups, k] (kaiming normal), bias [cout] (U(-b, b), b = sqrt(groups/(cin*k))).
-// With weight_norm the weight is stored as weight_g [cout, 1, 1] and weight_v [cout, cin/groups, k].
+// nn.Conv1d: weight [cout, cin/groups, k] (weight_init: kaiming normal unless given), bias [cout] (U(-b, b),
+// b = sqrt(groups/(cin*k))). With weight_norm the weight is stored as weight_g [cout, 1, 1] and weight_v
+// [cout, cin/groups, k].
 void declare_conv1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel, int groups = 1,
-                    bool bias = true, bool weight_norm = false);
-// nn.ConvTranspose1d: weight [cin, cout, k], bias [cout].
-void declare_conv_transpose1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel);
+                    bool bias = true, bool weight_norm = false,
+                    const ParameterInit& weight_init = {InitKind::KaimingNormal});
+// nn.ConvTranspose1d: weight [cin, cout, k] (weight_init: kaiming normal unless given), bias [cout].
+void declare_conv_transpose1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel,
+                              const ParameterInit& weight_init = {InitKind::KaimingNormal});
 // nn.Linear: weight [out, in] N(0, initializer_range), bias zeros.
 void declare_linear(ParameterStore& store, const std::string& name, int in, int out, double std, bool bias = true);
 // nn.LayerNorm: weight ones, bias zeros.
