@@ -28,15 +28,22 @@ void register_train(CLI::App& app, int& exit_status) {
   cmd->add_option("--c-disc", o->c_disc, "full: weight of the discriminator's loss in its backward (default 3)");
   cmd->add_option("--disc-lr", o->disc_learning_rate,
                   "full: the discriminator's peak learning rate, same schedule (default: --lr)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--disc-warmup-steps", o->disc_warmup_steps,
                   "full: discriminator updates before the adversarial terms reach the generator (default 0 when the "
                   "model directory has discriminator.safetensors, 200 for a freshly initialised discriminator)")
       ->check(CLI::NonNegativeNumber);
+  // 1 would divide by zero in AdamW's bias correction; 0 is a valid beta (no momentum).
+  const CLI::Validator adam_beta(
+      [](const std::string& text) -> std::string {
+        const double beta = std::stod(text);
+        return beta >= 0.0 && beta < 1.0 ? std::string() : "an AdamW beta must be in [0, 1), got " + text;
+      },
+      "in [0, 1)");
   cmd->add_option("--adam-beta1", o->adam_beta1, "AdamW beta1 (default 0.8 for full, 0.9 otherwise)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::Number & adam_beta);
   cmd->add_option("--adam-beta2", o->adam_beta2, "AdamW beta2 (default 0.99 for full, 0.999 otherwise)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(CLI::Number & adam_beta);
   cmd->add_option("--epochs", o->epochs, "Epochs (default 1)");
   cmd->add_option("--batch-size", o->batch_size, "Utterances per micro-batch (default 4)");
   cmd->add_option("--grad-accum", o->grad_accum, "Micro-batches per optimizer update (default 1)");

@@ -46,8 +46,8 @@ double host_scalar(const Tensor& t) { return t.to(Device::CPU).data<float>()[0];
 }  // namespace
 
 TrainerOptions with_beta_overrides(TrainerOptions options) {
-  if (options.adam_beta1 > 0) options.adam.beta1 = options.adam_beta1;
-  if (options.adam_beta2 > 0) options.adam.beta2 = options.adam_beta2;
+  if (options.adam_beta1 >= 0) options.adam.beta1 = options.adam_beta1;
+  if (options.adam_beta2 >= 0) options.adam.beta2 = options.adam_beta2;
   return options;
 }
 

@@ -102,7 +102,7 @@ std::unique_ptr<GeneratorTrainer> make_generator_trainer(const std::string& name
                                                          const TrainerOptions& options, uint64_t seed);
 
 LrSchedule make_schedule(const TrainerOptions& options);
-// `options` with adam's betas replaced by adam_beta1 / adam_beta2 where those are set (> 0).
+// `options` with adam's betas replaced by adam_beta1 / adam_beta2 where those are set (>= 0).
 TrainerOptions with_beta_overrides(TrainerOptions options);
 // The mel settings VITS uses for a model: n_fft from spectrogram_bins, hop = decoder upsampling,
 // n_mels capped at spectrogram_bins / 4 for tiny test models.

@@ -87,10 +87,10 @@ struct TrainerOptions {
   // model_dir, kDefaultFreshDiscriminatorWarmup for a freshly initialised one).
   double disc_learning_rate = 0;
   int64_t disc_warmup_steps = -1;
-  // Overrides of adam's betas (every optimiser of the objective); 0: the objective's own (full: finetune-hf-vits'
+  // Overrides of adam's betas (every optimiser of the objective); -1: the objective's own (full: finetune-hf-vits'
   // 0.8, 0.99; vae, mel: adam's).
-  double adam_beta1 = 0;
-  double adam_beta2 = 0;
+  double adam_beta1 = -1;
+  double adam_beta2 = -1;
 };
 
 // Why an objective cannot train on an item: a stable reason name and its detail (empty reason: usable).

@@ -50,10 +50,10 @@ struct TrainRunOptions {
   double c_disc = 3.0;
   double disc_learning_rate = 0;
   int64_t disc_warmup_steps = -1;
-  // AdamW's betas; 0: the objective's default (full: finetune-hf-vits' 0.8, 0.99; vae and mel: torch's 0.9,
+  // AdamW's betas; -1: the objective's default (full: finetune-hf-vits' 0.8, 0.99; vae and mel: torch's 0.9,
   // 0.999).
-  double adam_beta1 = 0;
-  double adam_beta2 = 0;
+  double adam_beta1 = -1;
+  double adam_beta2 = -1;
   uint64_t seed = 0;
   bool resume = false;
   // Optimizer steps between periodic checkpoints; 0: none, only the final checkpoint (and the one a
