@@ -51,6 +51,22 @@ TEST(BenchTrainCli, ExactSettingsNameWholeSettings) {
   EXPECT_NE(r.output.find("--setting 'b4_whole' matches none"), std::string::npos) << r.output;
 }
 
+TEST(BenchTrainCli, VaeAndFullHaveSegmentSettingsOnly) {
+  for (const char* objective : {"vae", "full"}) {
+    SCOPED_TRACE(objective);
+    const auto listed = run_command(bench_train() + " --seconds 2 --list --objective " + objective);
+    ASSERT_EQ(listed.status, 0) << listed.output;
+    EXPECT_NE(listed.output.find("b16_seg32_2s\n"), std::string::npos) << listed.output;
+    EXPECT_EQ(listed.output.find("b4_whole"), std::string::npos) << listed.output;
+    // A whole-utterance setting is refused before anything runs, with the valid names.
+    const auto refused = run_command(bench_train() + " --seconds 2 --setting b4_whole_2s --objective " + objective);
+    EXPECT_EQ(refused.status, 2) << refused.output;
+    EXPECT_NE(refused.output.find("--setting 'b4_whole_2s' matches none"), std::string::npos) << refused.output;
+    EXPECT_NE(refused.output.find("b16_seg32_2s, b16_seg32_2s_recompute, adamw, logmel"), std::string::npos)
+        << refused.output;
+  }
+}
+
 TEST(BenchSynthCli, RefusesAMalformedSecondsList) {
   const auto r = run_command(binary_path("bench/bench_synth") + " --device cpu --config " +
                              data_path("mms_tts_eng/config.json") + " --seconds 2,ten");
