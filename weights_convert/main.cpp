@@ -4,7 +4,7 @@
 //                             OUT_DIR/discriminator.safetensors
 //   export DIR HF_OUT         write an HF directory back (by default in the source's layout and dtypes);
 //                             --with-discriminator adds the discriminator as finetune-hf-vits saves it
-//   init --config FILE OUT    a randomly initialised model (transformers' init scheme)
+//   init --config FILE OUT    a randomly initialised model (transformers' init scheme; HiFi-GAN as VITS: N(0, 0.01))
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
