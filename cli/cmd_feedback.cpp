@@ -29,6 +29,8 @@ void register_feedback(CLI::App& app, int& exit_status) {
   auto train_device = std::make_shared<DeviceOptions>();
   t->train.epochs = 3;
   t->train.learning_rate = 1e-4;
+  // A few reviewed utterances: the objective without a discriminator, which would need many more to learn from.
+  t->train.objective = "vae";
   CLI::App* tr = cmd->add_subcommand("train", "Continue training on the reviewed items plus replayed original data");
   tr->add_option("--review", t->review_dir, "Review folder (feedback generate --out), edited")->required();
   tr->add_option("--model", t->train.model_dir, "Model to continue from (the one that generated the review)")->required();

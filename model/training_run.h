@@ -24,7 +24,7 @@ namespace vitscuda::model {
 
 struct TrainRunOptions {
   std::string data_dir, model_dir, out_dir;
-  std::string objective = "vae";  // training_objective_names()
+  std::string objective = "full";  // training_objective_names()
   Device device = Device::CPU;  // where the model, its gradients and the optimizer live
   int epochs = 1;
   int batch_size = 4;

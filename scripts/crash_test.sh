@@ -15,10 +15,10 @@
 #   --work   scratch directory; the corpus, model and prepared data in it are reused (default
 #            BUILD/crash_test)
 #   --kills  number of SIGKILLs (default 20); --seed: seed of the kill schedule and of training
-#   --steps  optimizer steps of the run (default 48); --objective: the training objective (default vae)
+#   --steps  optimizer steps of the run (default 48); --objective: the training objective (default full)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="$root/build" work="" kills=20 seed=1 steps=48 objective=vae
+build="$root/build" work="" kills=20 seed=1 steps=48 objective=full
 while (($#)); do
   case "$1" in
     --build) build="$2"; shift 2 ;;

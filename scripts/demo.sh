@@ -40,8 +40,11 @@ echo "== prepare"
   --out "$out/data"
 
 echo "== train ($epochs epochs)"
+# The full objective with a freshly initialised discriminator: 20 updates train it alone (the default, 200,
+# would take all of the demo's 50 updates) before its terms reach the generator.
 "$build/vitscuda" train --data "$out/data" --model "$out/model" --out "$out/training" --epochs "$epochs" \
-  --batch-size 8 --segment-frames 32 --lr 2e-4 --warmup-steps 10 --checkpoint-every 25 --eval-every 25 --log-every 5
+  --batch-size 8 --segment-frames 32 --lr 2e-4 --warmup-steps 10 --checkpoint-every 25 --eval-every 25 --log-every 5 \
+  --disc-warmup-steps 20
 
 echo "== synthesis with the trained model"
 "$build/vitscuda" synth --model "$out/training/final_model" --text "$text" --out "$out/trained.wav" --seed 1

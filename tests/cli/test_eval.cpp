@@ -141,7 +141,8 @@ TEST(Eval, BadInputIsRefusedWithItsCause) {
 TEST(Eval, TheTrainingRunLogsEvalMcdThatEvalOnItsCheckpointReproduces) {
   const std::string tmp = temp_dir("eval_training_hook");
   const std::string data = prepared_corpus(tmp);
-  auto train = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + tiny_model() + " --out " +
+  const std::string model = tiny_model_with_small_discriminator(tmp + "/model");
+  auto train = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + model + " --out " +
                            tmp + "/run --batch-size 4 --max-steps 2 --eval-every 2 --checkpoint-every 2 "
                            "--eval-max-samples 2 --seed 7 --device cpu");
   ASSERT_EQ(train.status, 0) << train.output;
@@ -171,7 +172,7 @@ TEST(Eval, TheTrainingRunLogsEvalMcdThatEvalOnItsCheckpointReproduces) {
   EXPECT_NEAR(report.at("mean").at("duration_ratio").get<double>(), logged["eval_duration_ratio"].get<double>(), 1e-12);
 
   // --eval-max-samples 0: the evaluation loss only.
-  auto none = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + tiny_model() + " --out " +
+  auto none = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + model + " --out " +
                           tmp + "/run_none --batch-size 4 --max-steps 1 --eval-every 1 --eval-max-samples 0 " +
                           "--device cpu");
   ASSERT_EQ(none.status, 0) << none.output;

@@ -93,8 +93,8 @@ TEST(Train, EverySampleFailingStopsWithinSeconds) {
     w.finish();
   }
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = run_command(binary_path("vitscuda") + " train --data " + tmp + "/data --model " + kModel + " --out " + tmp +
-                       "/run --batch-size 2");
+  auto r = run_command(binary_path("vitscuda") + " train --data " + tmp + "/data --model " +
+                       tiny_model_with_small_discriminator(tmp + "/model") + " --out " + tmp + "/run --batch-size 2");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("first batch failed"), std::string::npos) << r.output;
@@ -137,12 +137,13 @@ TEST(Train, VaeRefusesUnalignableItemsByName) {
 TEST(Train, NonFiniteLossesStopAfterTheLimit) {
   const std::string tmp = vitscuda::testing::temp_dir("train_nan");
   const std::string data = prepared_corpus(tmp);
-  auto r = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + kModel + " --out " + tmp +
+  const std::string model = tiny_model_with_small_discriminator(tmp + "/model");
+  auto r = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + model + " --out " + tmp +
                        "/run --batch-size 2 --epochs 3 --max-bad-steps 3 --inject-nan-steps 2,3,4");
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("3 consecutive steps with a non-finite loss"), std::string::npos) << r.output;
   // One isolated bad step is reported and skipped, and training carries on.
-  auto once = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + kModel + " --out " + tmp +
+  auto once = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + model + " --out " + tmp +
                           "/run_once --batch-size 2 --epochs 1 --max-bad-steps 3 --inject-nan-steps 2");
   EXPECT_EQ(once.status, 0) << once.output;
   EXPECT_NE(once.output.find("not finite; the update was skipped"), std::string::npos) << once.output;
@@ -151,7 +152,7 @@ TEST(Train, NonFiniteLossesStopAfterTheLimit) {
 TEST(Train, SigtermSavesALoadableCheckpointAndTheResumedRunIsBitExact) {
   const std::string tmp = vitscuda::testing::temp_dir("train_sigterm");
   const std::string data = prepared_corpus(tmp);
-  const std::string common = " train --data " + data + " --model " + kModel +
+  const std::string common = " train --data " + data + " --model " + tiny_model_with_small_discriminator(tmp + "/model") +
                              " --batch-size 2 --epochs 1000 --segment-frames 8 --checkpoint-every 0 --log-every 1000";
   const std::string train = binary_path("vitscuda") + common + " --out " + tmp + "/run";
   // Start a long run, wait until it has made progress, then ask it to stop.
@@ -232,25 +233,6 @@ TEST(Train, VaeObjectiveLogsEveryTermAndResumesBitExact) {
   EXPECT_EQ(step_losses(tmp + "/full/metrics.jsonl"), step_losses(tmp + "/resumed/metrics.jsonl"));
 }
 
-namespace {
-
-// The tiny model with a small discriminator in its config (finetune-hf-vits' field names; the default one has
-// 1024-channel convs), as a model directory of its own.
-std::string tiny_model_with_small_discriminator(const std::string& dir) {
-  fs::create_directories(dir);
-  for (const auto& entry : fs::directory_iterator(kModel))
-    fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string());
-  nlohmann::json config = nlohmann::json::parse(slurp(kModel + "/config.json"));
-  config["discriminator_kernel_size"] = 5;
-  config["discriminator_stride"] = 3;
-  config["discriminator_periods"] = {2, 3, 5, 7, 11};
-  config["discriminator_period_channels"] = {1, 4, 8, 16, 16};
-  config["discriminator_scale_channels"] = {1, 8, 32, 64};
-  std::ofstream(dir + "/config.json") << config.dump(2) << "\n";
-  return dir;
-}
-
-}  // namespace
 
 // The full objective through the command: every term logged and finite, the total the generator's weighted
 // loss, its weights and the discriminator's origin printed; checkpoints and the final model carry the

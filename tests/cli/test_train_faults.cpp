@@ -37,8 +37,13 @@ namespace {
 std::string vitscuda_program() { return "env OMP_NUM_THREADS=1 " + binary_path("vitscuda"); }
 
 // Two epochs over the training items (3 updates each), a checkpoint after every update.
+// The model: the tiny one with a small discriminator, beside DATA (the default objective, full, trains it too).
+std::string model_beside(const std::string& data) {
+  return tiny_model_with_small_discriminator(fs::path(data).parent_path().string() + "/model");
+}
+
 std::string train_command(const std::string& data, const std::string& out, const std::string& extra = "") {
-  return vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " + out +
+  return vitscuda_program() + " train --data " + data + " --model " + model_beside(data) + " --out " + out +
          " --epochs 2 --batch-size 4 --segment-frames 8 --lr 3e-3 --seed 5 --checkpoint-every 1 --log-every 100" +
          extra;
 }
@@ -268,7 +273,7 @@ TEST(TrainFaults, CacheItemsCorruptedDuringTrainingAreNamedCountedAndStopTheRun)
   const std::string data = prepared_corpus(tmp);
   const std::string cache = data + "/train.vcds";
   const std::string log = tmp + "/train.log";
-  const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " +
+  const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + model_beside(data) + " --out " +
                               tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 8 --checkpoint-every 0",
                           log);
   ASSERT_TRUE(wait_until([&] { return fs::exists(tmp + "/run/metrics.jsonl") && fs::file_size(tmp + "/run/metrics.jsonl") > 0; }, 600))
@@ -292,7 +297,7 @@ TEST(TrainFaults, OneCacheItemCorruptedDuringTrainingIsNamedCountedAndTrainingGo
   const std::string data = prepared_corpus(tmp);
   const std::string cache = data + "/train.vcds";
   const std::string log = tmp + "/train.log";
-  const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " +
+  const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + model_beside(data) + " --out " +
                               tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 8 --checkpoint-every 0 " +
                               "--max-error-rate 0.5 --log-every 1",
                           log);
@@ -322,7 +327,7 @@ TEST(TrainFaults, CacheTruncatedDuringTrainingIsAnErrorNotACrash) {
   const std::string data = prepared_corpus(tmp);
   const std::string cache = data + "/train.vcds";
   const std::string log = tmp + "/train.log";
-  const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + tiny_model() + " --out " +
+  const pid_t pid = start(vitscuda_program() + " train --data " + data + " --model " + model_beside(data) + " --out " +
                               tmp + "/run --epochs 1000 --batch-size 2 --segment-frames 8 --checkpoint-every 0",
                           log);
   ASSERT_TRUE(wait_until([&] { return fs::exists(tmp + "/run/metrics.jsonl") && fs::file_size(tmp + "/run/metrics.jsonl") > 0; }, 600))

@@ -52,8 +52,9 @@ TEST(Verify, PreparedDataAndItsDamage) {
 TEST(Verify, CheckpointsOfARunAndTheOneResumeLoads) {
   const std::string tmp = temp_dir("verify_checkpoints");
   const std::string data = prepared_corpus(tmp);
-  auto train = run_command(binary_path("vitscuda") + " train --data " + data + " --model " + tiny_model() + " --out " +
-                           tmp + "/run --batch-size 4 --segment-frames 8 --max-steps 2 --checkpoint-every 1");
+  auto train = run_command(binary_path("vitscuda") + " train --data " + data + " --model " +
+                           tiny_model_with_small_discriminator(tmp + "/model") + " --out " + tmp +
+                           "/run --batch-size 4 --segment-frames 8 --max-steps 2 --checkpoint-every 1");
   ASSERT_EQ(train.status, 0) << train.output;
   const std::string ck = tmp + "/run/checkpoints";
   auto ok = verify(tmp + "/run");

@@ -17,6 +17,25 @@ inline const std::string& tiny_model() {
   return path;
 }
 
+// The tiny model with a small discriminator in its config (finetune-hf-vits' field names; the default one has
+// 1024-channel convs, 46.7 M parameters), as a model directory of its own: what the tests of a run's mechanics
+// train with the default objective, full, so that its discriminator files go through them too.
+inline std::string tiny_model_with_small_discriminator(const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  for (const auto& entry : fs::directory_iterator(tiny_model()))
+    fs::copy_file(entry.path(), dir + "/" + entry.path().filename().string(), fs::copy_options::overwrite_existing);
+  std::ifstream in(tiny_model() + "/config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config["discriminator_kernel_size"] = 5;
+  config["discriminator_stride"] = 3;
+  config["discriminator_periods"] = {2, 3, 5, 7, 11};
+  config["discriminator_period_channels"] = {1, 4, 8, 16, 16};
+  config["discriminator_scale_channels"] = {1, 8, 32, 64};
+  std::ofstream(dir + "/config.json") << config.dump(2) << "\n";
+  return dir;
+}
+
 // A voiced signal whose pitch and loudness follow the text, so the loss has something to learn.
 inline std::vector<float> voiced(double seconds, double f0, int rate) {
   std::vector<float> x(static_cast<size_t>(seconds * rate));
