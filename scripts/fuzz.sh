@@ -53,7 +53,7 @@ build_start=$(date +%s)
 # No build type: the project's -O1 -g only, and no NDEBUG, so that assertions (nlohmann's too) stay on.
 cmake -S "$root/tests/fuzz" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE= \
   -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
-cmake --build "$build" -j "$(nproc)"
+cmake --build "$build" -j "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 echo "fuzz: built in $build ($(($(date +%s) - build_start)) s)"
 
 scratch="$(mktemp -d /dev/shm/vitscuda-fuzz-run.XXXXXX 2>/dev/null || mktemp -d)"
@@ -129,7 +129,7 @@ fuzz_one() {
 for t in "${targets[@]}"; do
   [[ -x "$build/$t" ]] || { echo "fuzz: no target $t in $build" >&2; exit 2; }
 done
-parallel="${FUZZ_JOBS:-$(nproc)}"
+parallel="${FUZZ_JOBS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 for t in "${targets[@]}"; do
   while (($(jobs -rp | wc -l) >= parallel)); do wait -n || true; done
   fuzz_one "$t" &

@@ -48,5 +48,6 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release ${VITSCUDA_CMAK
 # VITSCUDA_BUILD_TARGETS limits the build (the demo needs only the programs).
 targets=()
 for t in ${VITSCUDA_BUILD_TARGETS:-}; do targets+=(--target "$t"); done
-cmake --build "$build" -j "$(nproc)" "${targets[@]}"
+# nproc alone would honour an OMP_NUM_THREADS set by the caller (one thread for tests is not one job for builds).
+cmake --build "$build" -j "$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)" "${targets[@]}"
 echo "setup: built in $build"

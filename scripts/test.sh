@@ -20,7 +20,8 @@ while (($#)); do
 done
 build="${build:-$root/build}"
 [[ "$build" = /* ]] || build="$PWD/$build"
-jobs="$(nproc)"
+# Cores for the builds and ctest; nproc alone would honour an OMP_NUM_THREADS set by the caller.
+jobs="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 
 phase_start=$(date +%s)
 phase() { # prints how long the previous phase took
@@ -35,12 +36,13 @@ export VITSCUDA_REQUIRE_UROMAN=1
 # ctest runs one test per core; each test (and the programs it starts) on one OpenMP thread keeps the cores
 # from being oversubscribed, where every parallel region's barrier waits for a time slice (the CPU suite:
 # 28 s instead of 58 s on an idle 2-core machine, and ten times slower beside other work). Tests of thread-count
-# independence set their thread counts themselves.
-export OMP_NUM_THREADS=1
+# independence set their thread counts themselves. Only the test runs get it: nproc honours OMP_NUM_THREADS,
+# and the builds' -j "$(nproc)" would become -j 1.
+single_thread=(env OMP_NUM_THREADS=1)
 if ((normal)); then
   "$root/scripts/setup.sh" --with-uroman "$build"
   phase "build ($build)"
-  (cd "$build" && ctest --output-on-failure -j "$jobs" --timeout 900)
+  (cd "$build" && "${single_thread[@]}" ctest --output-on-failure -j "$jobs" --timeout 900)
   phase "tests ($build)"
 fi
 ((sanitizers)) || exit 0
@@ -68,7 +70,7 @@ export ASAN_OPTIONS="$common:handle_abort=1:detect_leaks=1:detect_stack_use_afte
 export UBSAN_OPTIONS="$common:print_stacktrace=1:halt_on_error=1:abort_on_error=1"
 export LSAN_OPTIONS="$common"
 status=0
-(cd "$asan" && ctest --output-on-failure -j "$jobs" --timeout 1800) ||
+(cd "$asan" && "${single_thread[@]}" ctest --output-on-failure -j "$jobs" --timeout 1800) ||
   status=$?
 phase "tests under ASan + UBSan"
 if compgen -G "$reports/report*" >/dev/null; then
