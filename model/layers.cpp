@@ -5,16 +5,19 @@
 namespace vitscuda::model {
 
 void declare_conv1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel, int groups,
-                    bool bias, bool weight_norm, const ParameterInit& weight_init) {
+                    bool bias, bool weight_norm, const std::optional<ParameterInit>& weight_init) {
   const int cin_per_group = cin / groups;
+  // torch's default conv init, kaiming_uniform(a = sqrt(5)): U(-b, b); the same b bounds the bias.
+  const double bound = std::sqrt(static_cast<double>(groups) / (static_cast<double>(cin) * kernel));
   if (weight_norm) {
     store.declare(name + ".weight_g", {cout, 1, 1}, {InitKind::WeightNormG, 0.0, name + ".weight_v"});
-    store.declare(name + ".weight_v", {cout, cin_per_group, kernel}, weight_init);
+    store.declare(name + ".weight_v", {cout, cin_per_group, kernel},
+                  weight_init.value_or(ParameterInit{InitKind::Uniform, bound}));
   } else {
-    store.declare(name + ".weight", {cout, cin_per_group, kernel}, weight_init);
+    store.declare(name + ".weight", {cout, cin_per_group, kernel},
+                  weight_init.value_or(ParameterInit{InitKind::KaimingNormal}));
   }
   if (bias) {
-    const double bound = std::sqrt(static_cast<double>(groups) / (static_cast<double>(cin) * kernel));
     store.declare(name + ".bias", {cout}, {InitKind::Uniform, bound});
   }
 }

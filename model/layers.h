@@ -1,6 +1,7 @@
 // Building blocks shared by the VITS modules: declaring a layer's parameters in the
 // ParameterStore (with transformers' init scheme) and applying it.
 #pragma once
+#include <optional>
 #include <string>
 
 #include "engine/ops.h"
@@ -8,12 +9,14 @@
 
 namespace vitscuda::model {
 
-// nn.Conv1d: weight [cout, cin/groups, k] (weight_init: kaiming normal unless given), bias [cout] (U(-b, b),
-// b = sqrt(groups/(cin*k))). With weight_norm the weight is stored as weight_g [cout, 1, 1] and weight_v
-// [cout, cin/groups, k].
+// nn.Conv1d: weight [cout, cin/groups, k], bias [cout] (U(-b, b), b = sqrt(groups/(cin*k))). With weight_norm the
+// weight is stored as weight_g [cout, 1, 1] and weight_v [cout, cin/groups, k]. The weight's init unless
+// weight_init is given: what a transformers model ends with, kaiming normal for a plain conv, torch's default
+// U(-b, b) for a weight-normed one (transformers' _init_weights writes kaiming normal into module.weight,
+// which weight norm recomputes from g and v, so the parameters keep torch's default).
 void declare_conv1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel, int groups = 1,
                     bool bias = true, bool weight_norm = false,
-                    const ParameterInit& weight_init = {InitKind::KaimingNormal});
+                    const std::optional<ParameterInit>& weight_init = std::nullopt);
 // nn.ConvTranspose1d: weight [cin, cout, k] (weight_init: kaiming normal unless given), bias [cout].
 void declare_conv_transpose1d(ParameterStore& store, const std::string& name, int cin, int cout, int kernel,
                               const ParameterInit& weight_init = {InitKind::KaimingNormal});

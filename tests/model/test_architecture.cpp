@@ -67,3 +67,35 @@ TEST(Architecture, RandomlyInitialisedWaveformIsNotSaturated) {
     EXPECT_LT(std::fabs(sum / static_cast<double>(wave.size())), 0.5) << "mean of the waveform";
   }
 }
+
+// Each layer kind starts with the spread a transformers model ends its initialisation with: kaiming normal on plain
+// convs; torch's default U(+-1/sqrt(fan_in)) (std 1/sqrt(3 fan_in)) on weight-normed ones, whose kaiming init
+// transformers writes into a weight that weight norm recomputes from g and v; and N(0, 0.01) on HiFi-GAN's
+// residual blocks. The kinds differ by factors of 2.4 and more; 10% is several times the sampling error of
+// a standard deviation over these tensors' thousands of elements.
+TEST(Architecture, RandomInitSpreadOfEachLayerKindMatchesTransformers) {
+  const io::VitsConfig config = io::VitsConfig::from_file(vitscuda::testing::source_dir() + "/scripts/demo_model/config.json");
+  model::VitsModel vits(config);
+  vits.initialize(1);
+  auto spread = [&](const std::string& name) {
+    const std::vector<float> w = vits.params().get(name).to_float_vector();
+    double sum = 0, squares = 0;
+    for (float v : w) {
+      sum += v;
+      squares += static_cast<double>(v) * v;
+    }
+    const double n = static_cast<double>(w.size());
+    return std::sqrt(squares / n - (sum / n) * (sum / n));
+  };
+  const double H = config.hidden_size, k = config.wavenet_kernel_size;
+  const struct {
+    std::string name;
+    double expected;
+  } cases[] = {
+      {"flow.flows.0.wavenet.in_layers.0.weight_v", 1.0 / std::sqrt(3.0 * H * k)},
+      {"posterior_encoder.wavenet.in_layers.1.weight_v", 1.0 / std::sqrt(3.0 * H * k)},
+      {"posterior_encoder.conv_proj.weight", std::sqrt(2.0 / H)},
+      {"decoder.resblocks.0.convs1.0.weight", 0.01},
+  };
+  for (const auto& c : cases) EXPECT_NEAR(spread(c.name), c.expected, 0.1 * c.expected) << c.name;
+}
