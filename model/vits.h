@@ -49,8 +49,9 @@ class VitsModel {
   void to(Device device) { store_.to(device); }
   Device device() const { return store_.device(); }
 
-  // transformers' initialisation scheme (random normal / kaiming / uniform, zero padding embedding row), except
-  // HiFi-GAN's upsamplers and residual blocks: N(0, 0.01) as VITS trains them from scratch (see declare_hifigan).
+  // The spreads a transformers model is initialised with (random normal / kaiming / uniform, zero padding embedding
+  // row; weight-normed convs: see declare_conv1d), except HiFi-GAN's upsamplers and residual blocks: N(0, 0.01) as
+  // VITS trains them from scratch (see declare_hifigan).
   void initialize(uint64_t seed);
 
   // batch_ids: one id sequence per item (padded internally). Throws on an empty sequence,

@@ -357,11 +357,11 @@ if [[ -x "$bin/bench_train" ]]; then
   python3 - "$work" "$out/train.json" <<'PY'
 import json, os, sys
 work, dest = sys.argv[1:3]
-def load(path):
-    try:
-        return json.load(open(path))
-    except Exception:
+def load(path):  # None when the step did not write it; a damaged file is an error
+    if not os.path.exists(path):
         return None
+    with open(path) as f:
+        return json.load(f)
 doc = load(dest) or {"ours": None, "pytorch": None}
 for objective in ("full", "vae"):
     both = load(os.path.join(work, f"train_{objective}.json"))

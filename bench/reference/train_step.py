@@ -426,6 +426,16 @@ def build_discriminator(torch, config):
     scale_channels = field("discriminator_scale_channels", [1, 16, 64, 256, 1024])  # None: no scale discriminator
     slope = config.leaky_relu_slope
 
+    def conv_stack(convs, final_conv, x):
+        """A sub-discriminator's convs (leaky ReLU after each) and final conv: its flat scores and feature maps."""
+        fmaps = []
+        for conv in convs:
+            x = nn.functional.leaky_relu(conv(x), slope)
+            fmaps.append(x)
+        x = final_conv(x)
+        fmaps.append(x)
+        return torch.flatten(x, 1, -1), fmaps
+
     class Scale(nn.Module):
         def __init__(self, ch):
             super().__init__()
@@ -438,13 +448,7 @@ def build_discriminator(torch, config):
             self.final_conv = weight_norm(nn.Conv1d(last, 1, 3, 1, padding=1))
 
         def forward(self, x):
-            fmaps = []
-            for conv in self.convs:
-                x = nn.functional.leaky_relu(conv(x), slope)
-                fmaps.append(x)
-            x = self.final_conv(x)
-            fmaps.append(x)
-            return torch.flatten(x, 1, -1), fmaps
+            return conv_stack(self.convs, self.final_conv, x)
 
     class Period(nn.Module):
         def __init__(self, period, ch):
@@ -461,13 +465,7 @@ def build_discriminator(torch, config):
             if N % self.period:
                 x = nn.functional.pad(x, (0, self.period - N % self.period), "reflect")
             x = x.view(B, C, -1, self.period)
-            fmaps = []
-            for conv in self.convs:
-                x = nn.functional.leaky_relu(conv(x), slope)
-                fmaps.append(x)
-            x = self.final_conv(x)
-            fmaps.append(x)
-            return torch.flatten(x, 1, -1), fmaps
+            return conv_stack(self.convs, self.final_conv, x)
 
     class Discriminator(nn.Module):
         def __init__(self):

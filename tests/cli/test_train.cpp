@@ -152,7 +152,8 @@ TEST(Train, NonFiniteLossesStopAfterTheLimit) {
 TEST(Train, SigtermSavesALoadableCheckpointAndTheResumedRunIsBitExact) {
   const std::string tmp = vitscuda::testing::temp_dir("train_sigterm");
   const std::string data = prepared_corpus(tmp);
-  const std::string common = " train --data " + data + " --model " + tiny_model_with_small_discriminator(tmp + "/model") +
+  const std::string model = tiny_model_with_small_discriminator(tmp + "/model");
+  const std::string common = " train --data " + data + " --model " + model +
                              " --batch-size 2 --epochs 1000 --segment-frames 8 --checkpoint-every 0 --log-every 1000";
   const std::string train = binary_path("vitscuda") + common + " --out " + tmp + "/run";
   // Start a long run, wait until it has made progress, then ask it to stop.

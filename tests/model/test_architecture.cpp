@@ -74,7 +74,8 @@ TEST(Architecture, RandomlyInitialisedWaveformIsNotSaturated) {
 // residual blocks. The kinds differ by factors of 2.4 and more; 10% is several times the sampling error of
 // a standard deviation over these tensors' thousands of elements.
 TEST(Architecture, RandomInitSpreadOfEachLayerKindMatchesTransformers) {
-  const io::VitsConfig config = io::VitsConfig::from_file(vitscuda::testing::source_dir() + "/scripts/demo_model/config.json");
+  const io::VitsConfig config =
+      io::VitsConfig::from_file(vitscuda::testing::source_dir() + "/scripts/demo_model/config.json");
   model::VitsModel vits(config);
   vits.initialize(1);
   auto spread = [&](const std::string& name) {
