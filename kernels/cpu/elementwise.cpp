@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "common/error.h"
 
@@ -24,16 +26,18 @@ T gelu_tanh(T x) {
 namespace {
 // One loop per op, the switch outside it: the cheap ops (ReLU, leaky ReLU, clamp, scale) then compile
 // to vector code instead of a branch per element. The arithmetic is the same as one switch per element.
+// firstprivate: each thread's own copy of the functor, so that its captures cannot alias y and the loop
+// vectorises (with the functor shared, the compiler reloads every capture after each store).
 template <typename T, typename F>
 void map_unary(const T* x, T* y, int64_t n, F f) {
-#pragma omp parallel for if (n > kParallelMin)
+#pragma omp parallel for simd if (n > kParallelMin) firstprivate(f)
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 
 // dx[i] += dy[i] * d(i), d the op's derivative at element i.
 template <typename T, typename D>
 void accumulate_unary_grad(const T* dy, T* dx, int64_t n, D d) {
-#pragma omp parallel for if (n > kParallelMin)
+#pragma omp parallel for simd if (n > kParallelMin) firstprivate(d)
   for (int64_t i = 0; i < n; ++i) dx[i] += dy[i] * d(i);
 }
 }  // namespace
@@ -113,28 +117,6 @@ void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, 
 }
 
 namespace {
-// Visits every output index of a broadcast, calling f(out_index, a_offset, b_offset).
-template <typename F>
-void for_each_broadcast(const int64_t* a_strides, const int64_t* b_strides, const int64_t* shape, int ndim, F f) {
-  int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
-  int64_t idx[6] = {0, 0, 0, 0, 0, 0};
-  int64_t ao = 0, bo = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    f(i, ao, bo);
-    for (int d = ndim - 1; d >= 0; --d) {
-      if (++idx[d] < shape[d]) {
-        ao += a_strides[d];
-        bo += b_strides[d];
-        break;
-      }
-      ao -= a_strides[d] * (shape[d] - 1);
-      bo -= b_strides[d] * (shape[d] - 1);
-      idx[d] = 0;
-    }
-  }
-}
-
 template <typename T>
 T apply(BinaryOp op, T a, T b) {
   switch (op) {
@@ -145,13 +127,177 @@ T apply(BinaryOp op, T a, T b) {
   }
 }
 
-bool contiguous_same(const int64_t* s, const int64_t* shape, int ndim) {
-  int64_t expect = 1;
-  for (int d = ndim - 1; d >= 0; --d) {
-    if (shape[d] != 1 && s[d] != expect) return false;
-    expect *= shape[d];
+// The broadcast iteration space with size-1 dims dropped and adjacent dims merged wherever both operands'
+// strides allow it, so that the innermost dim is as long as possible: [B, C, T] + [1, C, 1] stays 3-D,
+// [B, C, T] + [B, C, T] becomes one run of B*C*T. Rows are the outer dims' index space, each row one run
+// of `inner` elements in which a and b advance by their innermost strides (0, 1 or another step).
+struct BroadcastPlan {
+  int ndim = 0;
+  int64_t shape[6] = {}, a_strides[6] = {}, b_strides[6] = {};
+  int64_t inner = 1, rows = 1;
+
+  BroadcastPlan(const int64_t* as, const int64_t* bs, const int64_t* out_shape, int n) {
+    for (int d = 0; d < n; ++d) {
+      if (out_shape[d] == 1) continue;
+      if (ndim > 0 && a_strides[ndim - 1] == as[d] * out_shape[d] && b_strides[ndim - 1] == bs[d] * out_shape[d]) {
+        shape[ndim - 1] *= out_shape[d];
+        a_strides[ndim - 1] = as[d];
+        b_strides[ndim - 1] = bs[d];
+        continue;
+      }
+      shape[ndim] = out_shape[d];
+      a_strides[ndim] = as[d];
+      b_strides[ndim] = bs[d];
+      ++ndim;
+    }
+    if (ndim == 0) {  // a single element
+      shape[0] = 1;
+      ndim = 1;
+    }
+    inner = shape[ndim - 1];
+    for (int d = 0; d < ndim - 1; ++d) rows *= shape[d];
   }
-  return true;
+  int64_t a_inner() const { return a_strides[ndim - 1]; }
+  int64_t b_inner() const { return b_strides[ndim - 1]; }
+  // The offsets of row r's first element in a and b.
+  void row_offsets(int64_t r, int64_t& ao, int64_t& bo) const {
+    ao = bo = 0;
+    for (int d = ndim - 2; d >= 0; --d) {
+      const int64_t i = r % shape[d];
+      r /= shape[d];
+      ao += i * a_strides[d];
+      bo += i * b_strides[d];
+    }
+  }
+  // True when the operand with these strides has one element per output element (no broadcast dim left).
+  bool covers_output(const int64_t* strides) const {
+    for (int d = 0; d < ndim; ++d)
+      if (strides[d] == 0 && shape[d] > 1) return false;
+    return true;
+  }
+};
+
+// Columns of a row per parallel task: long runs stay whole for the vector loops, short rows go many to a task.
+constexpr int64_t kRunBlock = 8192;
+
+// Calls f(r, i0, i1) for blocks [i0, i1) of every row, in parallel when the whole is large.
+template <typename F>
+void for_each_row_block(const BroadcastPlan& p, F f) {
+  const int64_t blocks_per_row = (p.inner + kRunBlock - 1) / kRunBlock;
+  const int64_t tasks = p.rows * blocks_per_row;
+#pragma omp parallel for if (p.rows * p.inner > kParallelMin)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t r = t / blocks_per_row, i0 = (t % blocks_per_row) * kRunBlock;
+    f(r, i0, std::min(p.inner, i0 + kRunBlock));
+  }
+}
+
+// Runs f with compile-time innermost strides when they are 0 or 1 (the vectorisable cases) and kAnyStride
+// otherwise, so that every run loop below is instantiated once per stride pattern.
+constexpr int kAnyStride = -1;
+template <int S>
+using Stride = std::integral_constant<int, S>;
+template <int S>
+inline int64_t step(int64_t i, int64_t stride) {
+  return S == kAnyStride ? i * stride : i * S;
+}
+template <typename F>
+void with_stride(int64_t s, F f) {
+  if (s == 1)
+    f(Stride<1>{});
+  else if (s == 0)
+    f(Stride<0>{});
+  else
+    f(Stride<kAnyStride>{});
+}
+template <typename F>
+void with_op(BinaryOp op, F f) {
+  switch (op) {
+    case BinaryOp::Add: f(std::integral_constant<BinaryOp, BinaryOp::Add>{}); break;
+    case BinaryOp::Sub: f(std::integral_constant<BinaryOp, BinaryOp::Sub>{}); break;
+    case BinaryOp::Mul: f(std::integral_constant<BinaryOp, BinaryOp::Mul>{}); break;
+    default: f(std::integral_constant<BinaryOp, BinaryOp::Div>{}); break;
+  }
+}
+
+// d(a op b)/da and /db times the upstream gradient g.
+template <BinaryOp OP, typename T>
+inline T grad_wrt_a(T g, T a, T b) {
+  (void)a;
+  if constexpr (OP == BinaryOp::Add || OP == BinaryOp::Sub) return g;
+  else if constexpr (OP == BinaryOp::Mul) return g * b;
+  else return g / b;
+}
+template <BinaryOp OP, typename T>
+inline T grad_wrt_b(T g, T a, T b) {
+  if constexpr (OP == BinaryOp::Add) return g;
+  else if constexpr (OP == BinaryOp::Sub) return -g;
+  else if constexpr (OP == BinaryOp::Mul) return g * a;
+  else return -g * a / (b * b);
+}
+
+// Accumulates one operand's gradient: dx[x-offset of each output element] += grad(dy, self, other), where
+// `self` is the operand whose gradient this is. x_strides/o_strides are the plan's strides of self and other.
+template <typename T, typename Grad>
+void accumulate_operand_grad(const BroadcastPlan& p, const int64_t* x_strides, const int64_t* o_strides,
+                             const T* self, const T* other, const T* dy, T* dx, Grad grad) {
+  auto offsets = [&](int64_t r, int64_t& xo, int64_t& oo) {
+    xo = oo = 0;
+    for (int d = p.ndim - 2; d >= 0; --d) {
+      const int64_t i = r % p.shape[d];
+      r /= p.shape[d];
+      xo += i * x_strides[d];
+      oo += i * o_strides[d];
+    }
+  };
+  const int64_t xs = x_strides[p.ndim - 1], os = o_strides[p.ndim - 1];
+  with_stride(xs, [&](auto XS) {
+    with_stride(os, [&](auto OS) {
+      constexpr int kX = decltype(XS)::value, kO = decltype(OS)::value;
+      if constexpr (kX == 0) {
+        // Each row sums into one element: per-row partial sums in parallel, then folded into dx in row
+        // order, so the result does not depend on the thread count.
+        std::vector<T> partial(p.rows);
+#pragma omp parallel for if (p.rows * p.inner > kParallelMin)
+        for (int64_t r = 0; r < p.rows; ++r) {
+          int64_t xo, oo;
+          offsets(r, xo, oo);
+          const T s = self[xo];
+          const T* g = dy + r * p.inner;
+          const T* o = other + oo;
+          T sum = 0;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t i = 0; i < p.inner; ++i) sum += grad(g[i], s, o[step<kO>(i, os)]);
+          partial[r] = sum;
+        }
+        for (int64_t r = 0; r < p.rows; ++r) {
+          int64_t xo, oo;
+          offsets(r, xo, oo);
+          dx[xo] += partial[r];
+        }
+      } else {
+        auto run = [&](int64_t r, int64_t i0, int64_t i1) {
+          int64_t xo, oo;
+          offsets(r, xo, oo);
+          const T* g = dy + r * p.inner;
+          const T* x = self + xo;
+          const T* o = other + oo;
+          T* d = dx + xo;
+#pragma omp simd
+          for (int64_t i = i0; i < i1; ++i) d[step<kX>(i, xs)] += grad(g[i], x[step<kX>(i, xs)], o[step<kO>(i, os)]);
+        };
+        if (p.covers_output(x_strides)) {
+          for_each_row_block(p, run);  // one writer per element of dx
+        } else {
+          // Rows overlap in dx (a broadcast outer dim): column blocks in parallel, the rows of each in order.
+          const int64_t blocks = (p.inner + kRunBlock - 1) / kRunBlock;
+#pragma omp parallel for if (p.rows * p.inner > kParallelMin && blocks > 1)
+          for (int64_t blk = 0; blk < blocks; ++blk)
+            for (int64_t r = 0; r < p.rows; ++r) run(r, blk * kRunBlock, std::min(p.inner, (blk + 1) * kRunBlock));
+        }
+      }
+    });
+  });
 }
 }  // namespace
 
@@ -159,63 +305,39 @@ template <typename T>
 void binary_forward_cpu(BinaryOp op, const T* a, const int64_t* as, const T* b, const int64_t* bs, T* y,
                         const int64_t* shape, int ndim) {
   VC_CHECK(ndim <= 6, "binary op: at most 6 dimensions");
-  int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
-  if (contiguous_same(as, shape, ndim) && contiguous_same(bs, shape, ndim)) {
-#pragma omp parallel for if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) y[i] = apply(op, a[i], b[i]);
-    return;
-  }
-  // Common VITS case: b broadcast along the last dims (masks [B,1,T], biases). Row-parallel over dim 0.
-  if (ndim >= 2 && shape[0] > 1 && n > kParallelMin) {
-    const int64_t inner = n / shape[0];
-#pragma omp parallel for
-    for (int64_t r = 0; r < shape[0]; ++r)
-      for_each_broadcast(as + 1, bs + 1, shape + 1, ndim - 1, [&](int64_t i, int64_t ao, int64_t bo) {
-        y[r * inner + i] = apply(op, a[r * as[0] + ao], b[r * bs[0] + bo]);
+  const BroadcastPlan p(as, bs, shape, ndim);
+  const int64_t sa = p.a_inner(), sb = p.b_inner();
+  with_op(op, [&](auto OP) {
+    with_stride(sa, [&](auto SA) {
+      with_stride(sb, [&](auto SB) {
+        constexpr int kA = decltype(SA)::value, kB = decltype(SB)::value;
+        for_each_row_block(p, [&](int64_t r, int64_t i0, int64_t i1) {
+          int64_t ao, bo;
+          p.row_offsets(r, ao, bo);
+          const T* ar = a + ao;
+          const T* br = b + bo;
+          T* yr = y + r * p.inner;
+#pragma omp simd
+          for (int64_t i = i0; i < i1; ++i) yr[i] = apply(decltype(OP)::value, ar[step<kA>(i, sa)], br[step<kB>(i, sb)]);
+        });
       });
-    return;
-  }
-  for_each_broadcast(as, bs, shape, ndim, [&](int64_t i, int64_t ao, int64_t bo) { y[i] = apply(op, a[ao], b[bo]); });
+    });
+  });
 }
 
 template <typename T>
 void binary_backward_cpu(BinaryOp op, const T* a, const int64_t* as, const T* b, const int64_t* bs, const T* dy, T* da,
                          T* db, const int64_t* shape, int ndim) {
-  auto grad_a = [&](int64_t i, int64_t ao, int64_t bo) -> T {
-    switch (op) {
-      case BinaryOp::Add:
-      case BinaryOp::Sub: return dy[i];
-      case BinaryOp::Mul: return dy[i] * b[bo];
-      default: return dy[i] / b[bo];
-    }
-  };
-  auto grad_b = [&](int64_t i, int64_t ao, int64_t bo) -> T {
-    switch (op) {
-      case BinaryOp::Add: return dy[i];
-      case BinaryOp::Sub: return -dy[i];
-      case BinaryOp::Mul: return dy[i] * a[ao];
-      default: return -dy[i] * a[ao] / (b[bo] * b[bo]);
-    }
-  };
-  int64_t n = 1;
-  for (int d = 0; d < ndim; ++d) n *= shape[d];
-  const bool a_full = contiguous_same(as, shape, ndim), b_full = contiguous_same(bs, shape, ndim);
-  // A full-shaped operand's gradient has one writer per element: parallel when only full ones are written.
-  if ((!da || a_full) && (!db || b_full) && n > kParallelMin && ndim >= 1) {
-    const int64_t rows = shape[0], inner = n / shape[0];
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; ++r)
-      for_each_broadcast(as + 1, bs + 1, shape + 1, ndim - 1, [&](int64_t i, int64_t ao, int64_t bo) {
-        const int64_t oi = r * inner + i, aoo = r * as[0] + ao, boo = r * bs[0] + bo;
-        if (da) da[aoo] += grad_a(oi, aoo, boo);
-        if (db) db[boo] += grad_b(oi, aoo, boo);
-      });
-    return;
-  }
-  for_each_broadcast(as, bs, shape, ndim, [&](int64_t i, int64_t ao, int64_t bo) {
-    if (da) da[ao] += grad_a(i, ao, bo);
-    if (db) db[bo] += grad_b(i, ao, bo);
+  VC_CHECK(ndim <= 6, "binary op: at most 6 dimensions");
+  const BroadcastPlan p(as, bs, shape, ndim);
+  with_op(op, [&](auto OP) {
+    constexpr BinaryOp kOp = decltype(OP)::value;
+    if (da)
+      accumulate_operand_grad(p, p.a_strides, p.b_strides, a, b, dy, da,
+                              [](T g, T self, T other) { return grad_wrt_a<kOp>(g, self, other); });
+    if (db)
+      accumulate_operand_grad(p, p.b_strides, p.a_strides, b, a, dy, db,
+                              [](T g, T self, T other) { return grad_wrt_b<kOp>(g, other, self); });
   });
 }
 

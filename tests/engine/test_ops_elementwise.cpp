@@ -236,6 +236,10 @@ const std::vector<std::pair<Shape, Shape>> kBroadcastShapes = {
     {{2, 1, 4}, {3, 1}},          {{3, 1}, {2, 3, 4}}, {{2, 3, 1, 5}, {3, 4, 1}}, {{1, 3, 1}, {2, 1, 4}},
     {{4, 96, 200}, {4, 1, 200}},  // a padding mask on [B, C, T]: large enough for the parallel path
     {{4, 96, 200}, {4, 96, 200}},
+    {{4, 96, 200}, {1, 96, 1}},  // a bias: each row of the kernels' runs sums into one element
+    {{4, 96, 200}, {1}},         // a scalar
+    {{4, 96, 200}, {200}},       // a row shared by every [b, c]
+    {{2, 96, 9000}, {2, 1, 9000}},  // rows longer than one parallel block
 };
 
 Shape broadcast_shape(const Shape& a, const Shape& b) {
@@ -315,17 +319,25 @@ TEST(OpsElementwise, LargeBroadcastGradientsSumOverBroadcastDimensions) {
     for_each_index(sa, [&](const std::vector<int64_t>& idx) {
       const double ri = r.data<double>()[i], ai = a.data<double>()[i];
       da.data<double>()[i] = ri * broadcast_at(b, idx);
-      std::vector<int64_t> bi(idx);
-      for (int d = 0; d < b.ndim(); ++d)
-        if (b.dim(d) == 1) bi[d] = 0;
+      // b's dims align with the trailing dims of the index (NumPy broadcasting).
+      const size_t lead = idx.size() - b.ndim();
       int64_t off = 0;
-      for (int d = 0; d < b.ndim(); ++d) off = off * b.dim(d) + bi[d];
+      for (int d = 0; d < b.ndim(); ++d) off = off * b.dim(d) + (b.dim(d) == 1 ? 0 : idx[lead + d]);
       db.data<double>()[off] += ri * ai;
       ++i;
     });
     EXPECT_EQ(testing::max_abs_diff(grad_of(a), da), 0.0);
-    // The same 96-term sums, possibly in another order.
-    EXPECT_LT(relative_error(grad_of(b), db), 1e-14);
+    // The same sums (up to 4 * 96 * 200 terms), possibly in another order.
+    EXPECT_LT(relative_error(grad_of(b), db), 1e-13);
+    // The broadcast operand first: the reduction then runs as the first operand's gradient.
+    Tensor a2 = requiring_grad(a.detach()), b2 = requiring_grad(b.detach());
+    {
+      autograd::Tape tape;
+      autograd::RecordingScope recording(tape);
+      tape.backward(weighted_sum(ops::mul(b2, a2), r));
+    }
+    EXPECT_EQ(testing::max_abs_diff(grad_of(a2), da), 0.0);
+    EXPECT_LT(relative_error(grad_of(b2), db), 1e-13);
   }
 }
 
