@@ -24,21 +24,28 @@ T gelu_tanh(T x) {
 }  // namespace
 
 namespace {
-// One loop per op, the switch outside it: the cheap ops (ReLU, leaky ReLU, clamp, scale) then compile
-// to vector code instead of a branch per element. The arithmetic is the same as one switch per element.
-// firstprivate: each thread's own copy of the functor, so that its captures cannot alias y and the loop
-// vectorises (with the functor shared, the compiler reloads every capture after each store).
+// One loop per op, the switch outside it, and the functors take values, not indices: the cheap ops (ReLU,
+// leaky ReLU, clamp, scale and their derivatives) then compile to vector code. firstprivate gives each thread
+// its own copy of the functor, so that its captures cannot alias the output. Ops with a conditional product
+// compute it unconditionally and select: GCC does not speculate a floating-point operation that may trap,
+// so `v > 0 ? v : v * p` would stay a branch per element. The arithmetic is the same as one switch per element.
 template <typename T, typename F>
 void map_unary(const T* x, T* y, int64_t n, F f) {
 #pragma omp parallel for simd if (n > kParallelMin) firstprivate(f)
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 
-// dx[i] += dy[i] * d(i), d the op's derivative at element i.
+// dx[i] += dy[i] * d(v[i]), d the op's derivative as a function of v = x or v = y.
 template <typename T, typename D>
-void accumulate_unary_grad(const T* dy, T* dx, int64_t n, D d) {
+void accumulate_unary_grad(const T* dy, const T* v, T* dx, int64_t n, D d) {
 #pragma omp parallel for simd if (n > kParallelMin) firstprivate(d)
-  for (int64_t i = 0; i < n; ++i) dx[i] += dy[i] * d(i);
+  for (int64_t i = 0; i < n; ++i) dx[i] += dy[i] * d(v[i]);
+}
+// dx[i] += dy[i] * c for a derivative that does not depend on the element.
+template <typename T>
+void accumulate_scaled_grad(const T* dy, T* dx, int64_t n, T c) {
+#pragma omp parallel for simd if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) dx[i] += dy[i] * c;
 }
 }  // namespace
 
@@ -47,7 +54,12 @@ void unary_forward_cpu(UnaryOp op, const T* x, T* y, int64_t n, double param) {
   const T p = static_cast<T>(param);
   switch (op) {
     case UnaryOp::Relu: map_unary(x, y, n, [](T v) { return v > T(0) ? v : T(0); }); break;
-    case UnaryOp::LeakyRelu: map_unary(x, y, n, [p](T v) { return v > T(0) ? v : v * p; }); break;
+    case UnaryOp::LeakyRelu:
+      map_unary(x, y, n, [p](T v) {
+        const T negative = v * p;
+        return v > T(0) ? v : negative;
+      });
+      break;
     case UnaryOp::Gelu:
       map_unary(x, y, n, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(0.7071067811865476))); });
       break;
@@ -72,21 +84,17 @@ template <typename T>
 void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, int64_t n, double param) {
   const T p = static_cast<T>(param);
   switch (op) {
-    case UnaryOp::Relu: accumulate_unary_grad(dy, dx, n, [x](int64_t i) { return x[i] > T(0) ? T(1) : T(0); }); break;
-    case UnaryOp::LeakyRelu:
-      accumulate_unary_grad(dy, dx, n, [x, p](int64_t i) { return x[i] > T(0) ? T(1) : p; });
-      break;
+    case UnaryOp::Relu: accumulate_unary_grad(dy, x, dx, n, [](T v) { return v > T(0) ? T(1) : T(0); }); break;
+    case UnaryOp::LeakyRelu: accumulate_unary_grad(dy, x, dx, n, [p](T v) { return v > T(0) ? T(1) : p; }); break;
     case UnaryOp::Gelu:
-      accumulate_unary_grad(dy, dx, n, [x](int64_t i) {
-        const T v = x[i];
+      accumulate_unary_grad(dy, x, dx, n, [](T v) {
         const T cdf = T(0.5) * (T(1) + std::erf(v * T(0.7071067811865476)));
         const T pdf = std::exp(T(-0.5) * v * v) * T(0.3989422804014327);
         return cdf + v * pdf;
       });
       break;
     case UnaryOp::GeluTanh:
-      accumulate_unary_grad(dy, dx, n, [x](int64_t i) {
-        const T v = x[i];
+      accumulate_unary_grad(dy, x, dx, n, [](T v) {
         const T k = T(0.7978845608028654);
         const T u = k * (v + T(0.044715) * v * v * v);
         const T t = std::tanh(u);
@@ -94,25 +102,25 @@ void unary_backward_cpu(UnaryOp op, const T* x, const T* y, const T* dy, T* dx, 
       });
       break;
     case UnaryOp::Silu:
-      accumulate_unary_grad(dy, dx, n, [x](int64_t i) {
-        const T s = sigmoid(x[i]);
-        return s * (T(1) + x[i] * (T(1) - s));
+      accumulate_unary_grad(dy, x, dx, n, [](T v) {
+        const T s = sigmoid(v);
+        return s * (T(1) + v * (T(1) - s));
       });
       break;
-    case UnaryOp::Tanh: accumulate_unary_grad(dy, dx, n, [y](int64_t i) { return T(1) - y[i] * y[i]; }); break;
-    case UnaryOp::Sigmoid: accumulate_unary_grad(dy, dx, n, [y](int64_t i) { return y[i] * (T(1) - y[i]); }); break;
-    case UnaryOp::Exp: accumulate_unary_grad(dy, dx, n, [y](int64_t i) { return y[i]; }); break;
-    case UnaryOp::Log: accumulate_unary_grad(dy, dx, n, [x](int64_t i) { return T(1) / x[i]; }); break;
+    case UnaryOp::Tanh: accumulate_unary_grad(dy, y, dx, n, [](T v) { return T(1) - v * v; }); break;
+    case UnaryOp::Sigmoid: accumulate_unary_grad(dy, y, dx, n, [](T v) { return v * (T(1) - v); }); break;
+    case UnaryOp::Exp: accumulate_unary_grad(dy, y, dx, n, [](T v) { return v; }); break;
+    case UnaryOp::Log: accumulate_unary_grad(dy, x, dx, n, [](T v) { return T(1) / v; }); break;
     case UnaryOp::Softplus:
-      accumulate_unary_grad(dy, dx, n, [x](int64_t i) { return x[i] > T(20) ? T(1) : sigmoid(x[i]); });
+      accumulate_unary_grad(dy, x, dx, n, [](T v) { return v > T(20) ? T(1) : sigmoid(v); });
       break;
-    case UnaryOp::Ceil: accumulate_unary_grad(dy, dx, n, [](int64_t) { return T(0); }); break;
+    case UnaryOp::Ceil: accumulate_scaled_grad(dy, dx, n, T(0)); break;
     case UnaryOp::ClampMin:  // torch passes the gradient at v == bound
-      accumulate_unary_grad(dy, dx, n, [x, p](int64_t i) { return x[i] < p ? T(0) : T(1); });
+      accumulate_unary_grad(dy, x, dx, n, [p](T v) { return v < p ? T(0) : T(1); });
       break;
-    case UnaryOp::Scale: accumulate_unary_grad(dy, dx, n, [p](int64_t) { return p; }); break;
-    case UnaryOp::AddScalar: accumulate_unary_grad(dy, dx, n, [](int64_t) { return T(1); }); break;
-    default: accumulate_unary_grad(dy, dx, n, [](int64_t) { return T(1); });
+    case UnaryOp::Scale: accumulate_scaled_grad(dy, dx, n, p); break;
+    case UnaryOp::AddScalar: accumulate_scaled_grad(dy, dx, n, T(1)); break;
+    default: accumulate_scaled_grad(dy, dx, n, T(1));
   }
 }
 
