@@ -5,8 +5,9 @@
 //   y[n, o, t] = b[o] + sum_{i, k} w[o, i, k] * x[n, g*Cin/groups + i, t*stride + k*dilation - pad_left]
 // where g = o / (Cout/groups) and x is zero outside [0, Tin).
 //
-// CPU: im2col over tiles of output columns + gemm per (batch, group); a direct loop when each
-// group has one input channel (depthwise); a plain gemm for 1x1 convolutions.
+// CPU: for stride 1, one gemm per kernel tap reading x in place (kernels/cpu/conv1d.cpp); otherwise
+// im2col over tiles of output columns + gemm per (batch, group); a direct loop when each group has one
+// input channel (depthwise); a plain gemm for 1x1 convolutions.
 #pragma once
 #include <cstdint>
 
@@ -38,6 +39,13 @@ void conv1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin
 template <typename T>
 void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin, int Cout,
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups);
+
+// The CPU path of the convolutions with more than one input channel per group: Auto (tap products for
+// stride 1 with enough channels, im2col otherwise), or one forced, for tests that compare the two.
+// Process-wide; not thread-safe against running convolutions.
+enum class Conv1dCpuPath { Auto, Taps, Im2col };
+void conv1d_set_cpu_path(Conv1dCpuPath path);
+Conv1dCpuPath conv1d_cpu_path();
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
 // VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).

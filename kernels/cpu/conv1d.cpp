@@ -9,6 +9,7 @@ namespace vitscuda::kernels {
 
 namespace {
 
+using detail::bias_backward;
 using detail::col2im_add;
 using detail::gemm;
 using detail::im2col;
@@ -16,6 +17,7 @@ using detail::tile_columns;
 using detail::valid_columns;
 
 constexpr int64_t kParallelWork = 32768;  // below this many multiply-adds a loop stays serial
+constexpr int kMinTapChannels = 16;       // input channels per group from which the tap products pay
 
 // y[n, o, :] = b[o] (or 0).
 template <typename T>
@@ -27,20 +29,6 @@ void fill_bias(T* y, const T* b, int B, int Cout, int64_t Tout) {
       const T value = b ? b[o] : T(0);
       for (int64_t t = 0; t < Tout; ++t) row[t] = value;
     }
-}
-
-// db[o] += sum over batch and time of dy[n, o, t] (summed in double, one thread per o).
-template <typename T>
-void bias_backward(const T* dy, T* db, int B, int Cout, int64_t Tout) {
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(B) * Cout * Tout >= kParallelWork)
-  for (int o = 0; o < Cout; ++o) {
-    double sum = 0.0;
-    for (int n = 0; n < B; ++n) {
-      const T* row = dy + (static_cast<int64_t>(n) * Cout + o) * Tout;
-      for (int64_t t = 0; t < Tout; ++t) sum += row[t];
-    }
-    db[o] += static_cast<T>(sum);
-  }
 }
 
 // One input channel per group (depthwise, with `mult` = Cout/groups outputs per channel):
@@ -113,6 +101,36 @@ void depthwise_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, int B
   }
 }
 
+// Stride-1 convolutions run as K shifted products, one per kernel tap k, each reading x in place:
+//   y[:, j] += W_k x[:, j + k*dilation - pad_left]            (forward)
+//   dx[:, j + k*dilation - pad_left] += W_k^T dy[:, j]        (backward, data)
+//   dW_k += dy[:, j] x[:, j + k*dilation - pad_left]^T       (backward, weights)
+// over the columns j whose input lies inside the signal (zero padding contributes nothing). Against im2col
+// this saves the K-fold copy of x (and col2im's scatter of it back), the zeroing of the column buffer and
+// its memory traffic; the gemms see the same total work. W_k is the [Cout, Cin/groups] slice of tap k,
+// repacked from w's [Cout, Cin/groups, K] layout (a copy of the weights, small next to the activations).
+template <typename T>
+std::vector<T> weights_by_tap(const T* w, int Cout, int cin_g, int K) {
+  std::vector<T> taps(static_cast<size_t>(K) * Cout * cin_g);
+  for (int o = 0; o < Cout; ++o)
+    for (int c = 0; c < cin_g; ++c)
+      for (int k = 0; k < K; ++k)
+        taps[(static_cast<size_t>(k) * Cout + o) * cin_g + c] = w[(static_cast<int64_t>(o) * cin_g + c) * K + k];
+  return taps;
+}
+
+Conv1dCpuPath g_cpu_path = Conv1dCpuPath::Auto;
+
+// Taps for stride 1 where each product still has a useful inner dimension; im2col otherwise (strided
+// convolutions, and few input channels per group, where one gemm over Cin*K beats K thin ones).
+bool uses_taps(int stride, int cin_g) {
+  switch (g_cpu_path) {
+    case Conv1dCpuPath::Taps: return stride == 1;
+    case Conv1dCpuPath::Im2col: return false;
+    default: return stride == 1 && cin_g >= kMinTapChannels;
+  }
+}
+
 bool is_pointwise(int K, int stride, int pad_left, int pad_right) {
   return K == 1 && stride == 1 && pad_left == 0 && pad_right == 0;
 }
@@ -153,6 +171,24 @@ void conv1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin
         gemm(false, false, cout_g, static_cast<int>(Tout), cin_g, T(1), w + g * w_group, cin_g,
              x + (static_cast<int64_t>(n) * Cin + static_cast<int64_t>(g) * cin_g) * Tin, Tin, T(1),
              y + (static_cast<int64_t>(n) * Cout + static_cast<int64_t>(g) * cout_g) * Tout, static_cast<int>(Tout));
+    return;
+  }
+  if (uses_taps(stride, cin_g)) {
+    const std::vector<T> taps = weights_by_tap(w, Cout, cin_g, K);
+    for (int n = 0; n < B; ++n)
+      for (int g = 0; g < groups; ++g) {
+        const T* xg = x + (static_cast<int64_t>(n) * Cin + static_cast<int64_t>(g) * cin_g) * Tin;
+        T* yg = y + (static_cast<int64_t>(n) * Cout + static_cast<int64_t>(g) * cout_g) * Tout;
+        for (int k = 0; k < K; ++k) {
+          const int64_t offset = static_cast<int64_t>(k) * dilation - pad_left;
+          int64_t lo, hi;
+          valid_columns(offset, 1, Tin, Tout, &lo, &hi);
+          if (hi <= lo) continue;
+          const T* wk = taps.data() + (static_cast<int64_t>(k) * Cout + static_cast<int64_t>(g) * cout_g) * cin_g;
+          gemm(false, false, cout_g, static_cast<int>(hi - lo), cin_g, T(1), wk, cin_g, xg + offset + lo, Tin, T(1),
+               yg + lo, static_cast<int>(Tout));
+        }
+      }
     return;
   }
   const int64_t tile = tile_columns(rows, Tout);
@@ -197,6 +233,37 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
       }
     return;
   }
+  if (uses_taps(stride, cin_g)) {
+    // dw accumulates per tap in [K, Cout, cin_g] and is added into w's layout once at the end.
+    const std::vector<T> taps = dx ? weights_by_tap(w, Cout, cin_g, K) : std::vector<T>();
+    std::vector<T> dw_taps(dw ? static_cast<size_t>(K) * Cout * cin_g : 0, T(0));
+    for (int n = 0; n < B; ++n)
+      for (int g = 0; g < groups; ++g) {
+        const int64_t x_off = (static_cast<int64_t>(n) * Cin + static_cast<int64_t>(g) * cin_g) * Tin;
+        const T* dyg = dy + (static_cast<int64_t>(n) * Cout + static_cast<int64_t>(g) * cout_g) * Tout;
+        for (int k = 0; k < K; ++k) {
+          const int64_t offset = static_cast<int64_t>(k) * dilation - pad_left;
+          int64_t lo, hi;
+          valid_columns(offset, 1, Tin, Tout, &lo, &hi);
+          if (hi <= lo) continue;
+          const int cols = static_cast<int>(hi - lo);
+          const int64_t tap_off = (static_cast<int64_t>(k) * Cout + static_cast<int64_t>(g) * cout_g) * cin_g;
+          if (dw)
+            gemm(false, true, cout_g, cin_g, cols, T(1), dyg + lo, tout, x + x_off + offset + lo, Tin, T(1),
+                 dw_taps.data() + tap_off, cin_g);
+          if (dx)
+            gemm(true, false, cin_g, cols, cout_g, T(1), taps.data() + tap_off, cin_g, dyg + lo, tout, T(1),
+                 dx + x_off + offset + lo, Tin);
+        }
+      }
+    if (dw)
+      for (int o = 0; o < Cout; ++o)
+        for (int c = 0; c < cin_g; ++c)
+          for (int k = 0; k < K; ++k)
+            dw[(static_cast<int64_t>(o) * cin_g + c) * K + k] +=
+                dw_taps[(static_cast<size_t>(k) * Cout + o) * cin_g + c];
+    return;
+  }
   const int64_t tile = tile_columns(rows, Tout);
   std::vector<T> col(static_cast<size_t>(rows * tile));
   for (int n = 0; n < B; ++n)
@@ -220,6 +287,9 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
       }
     }
 }
+
+void conv1d_set_cpu_path(Conv1dCpuPath path) { g_cpu_path = path; }
+Conv1dCpuPath conv1d_cpu_path() { return g_cpu_path; }
 
 #define VITSCUDA_INSTANTIATE_CONV1D(T)                                                                               \
   template void conv1d_forward_cpu<T>(const T*, const T*, const T*, T*, int, int, int, int, int, int, int, int, int, \

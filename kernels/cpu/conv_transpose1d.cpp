@@ -9,6 +9,7 @@ namespace vitscuda::kernels {
 
 namespace {
 
+using detail::bias_backward;
 using detail::col2im_add;
 using detail::gemm;
 using detail::im2col;
@@ -64,17 +65,7 @@ void conv_transpose1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T
                                    int Cout, int K, int stride, int padding) {
   const int64_t Tout =
       conv_transpose1d_checked_output_length("conv_transpose1d backward", B, Cin, Tin, Cout, K, stride, padding);
-  if (db) {
-#pragma omp parallel for schedule(static) if (static_cast<int64_t>(B) * Cout * Tout >= (1 << 15))
-    for (int o = 0; o < Cout; ++o) {
-      double sum = 0.0;
-      for (int n = 0; n < B; ++n) {
-        const T* row = dy + (static_cast<int64_t>(n) * Cout + o) * Tout;
-        for (int64_t t = 0; t < Tout; ++t) sum += row[t];
-      }
-      db[o] += static_cast<T>(sum);
-    }
-  }
+  if (db) bias_backward(dy, db, B, Cout, Tout);
   if (!dx && !dw) return;
   const int64_t rows = static_cast<int64_t>(Cout) * K;
   const int64_t tile = tile_columns(rows, Tin);

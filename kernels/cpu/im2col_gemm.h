@@ -107,6 +107,22 @@ void col2im_add(const T* col, int channels, int length, int K, int stride, int p
   }
 }
 
+// db[o] += sum over batch and time of dy[n, o, t], dy [B, Cout, T]: summed in double, one thread per o, the
+// time loop in vector lanes (a fixed order for a given build, whatever the thread count).
+template <typename T>
+void bias_backward(const T* dy, T* db, int B, int Cout, int64_t T_len) {
+#pragma omp parallel for schedule(static) if (static_cast<int64_t>(B) * Cout * T_len >= kParallelCopy)
+  for (int o = 0; o < Cout; ++o) {
+    double sum = 0.0;
+    for (int n = 0; n < B; ++n) {
+      const T* row = dy + (static_cast<int64_t>(n) * Cout + o) * T_len;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t t = 0; t < T_len; ++t) sum += static_cast<double>(row[t]);
+    }
+    db[o] += static_cast<T>(sum);
+  }
+}
+
 // Output columns per im2col tile: bounded scratch (about kColumnBudget elements) but wide
 // enough for gemm to run at full speed.
 inline int64_t tile_columns(int64_t rows, int64_t total) {

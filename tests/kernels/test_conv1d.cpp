@@ -1,6 +1,7 @@
 // Kernel tests of conv1d (kernels/conv1d.h): the forward against a naive double-precision loop, the
 // backward against central differences (kernel_checks.h), plus adjoint (dot-product) checks at shapes
-// large enough to span several im2col tiles, and the f32 instantiations against the f64 ones.
+// large enough to span several im2col tiles, and the f32 instantiations against the f64 ones; each on
+// every CPU path (tap products, im2col).
 // Why 1e-6 holds for the gradients: the convolution is linear in each input, so the central
 // difference has no truncation error, only rounding of L (~1e-9); a wrong index gives O(1) errors.
 #include <gtest/gtest.h>
@@ -82,12 +83,33 @@ void conv_inputs(const ConvShape& s, uint32_t seed, Vec* x, Vec* w, Vec* b) {
   *b = random_vector(static_cast<size_t>(s.Cout), seed + 2);
 }
 
-TEST(Conv1dKernel, ForwardMatchesNaiveLoop) {
+// Every path the CPU convolution can take for a shape with several input channels per group: Auto (tap
+// products for stride 1 and >= 16 channels per group, im2col otherwise), and each one forced on every shape
+// it can run (taps: stride 1; the others fall back to im2col), so both are checked at every shape.
+class Conv1dPaths : public ::testing::TestWithParam<Conv1dCpuPath> {
+ protected:
+  void SetUp() override { conv1d_set_cpu_path(GetParam()); }
+  void TearDown() override { conv1d_set_cpu_path(Conv1dCpuPath::Auto); }
+};
+
+std::string path_name(const ::testing::TestParamInfo<Conv1dCpuPath>& info) {
+  switch (info.param) {
+    case Conv1dCpuPath::Taps: return "taps";
+    case Conv1dCpuPath::Im2col: return "im2col";
+    default: return "auto";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(CpuPaths, Conv1dPaths,
+                         ::testing::Values(Conv1dCpuPath::Auto, Conv1dCpuPath::Taps, Conv1dCpuPath::Im2col), path_name);
+
+TEST_P(Conv1dPaths, ForwardMatchesNaiveLoop) {
   std::vector<ConvShape> shapes = conv_shapes();
   // Several im2col tiles (rows = 256 * 8 = 2048 -> 512-column tiles) and a 1x1 with long T.
   shapes.push_back({1, 256, 1100, 4, 8, 1, 3, 4, 1, 1});
   shapes.push_back({2, 64, 700, 8, 11, 1, 10, 10, 2, 1});
   shapes.push_back({1, 16, 3000, 8, 1, 1, 0, 0, 1, 1});
+  shapes.push_back({2, 32, 300, 24, 5, 1, 4, 0, 3, 2});  // groups with 16 channels each: taps under Auto
   uint32_t seed = 100;
   for (const ConvShape& s : shapes) {
     Vec x, w, b;
@@ -121,7 +143,7 @@ TEST(Conv1dKernel, RejectsInvalidArguments) {
                Error);  // stride 0
 }
 
-TEST(Conv1dKernel, BackwardMatchesFiniteDifferences) {
+TEST_P(Conv1dPaths, BackwardMatchesFiniteDifferences) {
   uint32_t seed = 500;
   for (const ConvShape& s : conv_shapes()) {
     SCOPED_TRACE(s.str());
@@ -150,12 +172,13 @@ TEST(Conv1dKernel, BackwardMatchesFiniteDifferences) {
 
 // At shapes spanning several tiles, finite differences are too slow; the adjoint identities
 // <conv(x; w), r> = <x, dx(r)> = <w, dw(r)> (no bias) check the backward instead.
-TEST(Conv1dKernel, BackwardSatisfiesAdjointIdentityOnLargeShapes) {
+TEST_P(Conv1dPaths, BackwardSatisfiesAdjointIdentityOnLargeShapes) {
   const std::vector<ConvShape> shapes = {
       {1, 256, 1100, 4, 8, 1, 3, 4, 1, 1},
       {2, 64, 700, 8, 11, 2, 10, 3, 2, 1},
       {1, 16, 3000, 8, 1, 1, 0, 0, 1, 1},
       {2, 96, 900, 96, 3, 1, 1, 1, 1, 96},  // depthwise, parallel path
+      {2, 48, 800, 40, 7, 1, 9, 9, 3, 1},   // stride 1, taps whose valid columns differ at both ends
   };
   uint32_t seed = 900;
   for (const ConvShape& s : shapes) {
@@ -175,7 +198,7 @@ TEST(Conv1dKernel, BackwardSatisfiesAdjointIdentityOnLargeShapes) {
 // The f32 instantiations of the backward kernels against the f64 ones on the same
 // (f32-representable) data: float sums over at most a few hundred O(1) products stay within
 // 1e-5 of the largest gradient.
-TEST(Conv1dKernel, FloatBackwardMatchesDouble) {
+TEST_P(Conv1dPaths, FloatBackwardMatchesDouble) {
   uint32_t seed = 2500;
   for (const ConvShape& s : conv_shapes()) {
     Vec x, w, b;
