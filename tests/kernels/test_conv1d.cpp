@@ -84,7 +84,7 @@ void conv_inputs(const ConvShape& s, uint32_t seed, Vec* x, Vec* w, Vec* b) {
 }
 
 // Every path the CPU convolution can take for a shape with several input channels per group: Auto (tap
-// products for stride 1 and >= 16 channels per group, im2col otherwise), and each one forced on every shape
+// products for stride 1 and >= 64 channels per group, im2col otherwise), and each one forced on every shape
 // it can run (taps: stride 1; the others fall back to im2col), so both are checked at every shape.
 class Conv1dPaths : public ::testing::TestWithParam<Conv1dCpuPath> {
  protected:
@@ -109,7 +109,7 @@ TEST_P(Conv1dPaths, ForwardMatchesNaiveLoop) {
   shapes.push_back({1, 256, 1100, 4, 8, 1, 3, 4, 1, 1});
   shapes.push_back({2, 64, 700, 8, 11, 1, 10, 10, 2, 1});
   shapes.push_back({1, 16, 3000, 8, 1, 1, 0, 0, 1, 1});
-  shapes.push_back({2, 32, 300, 24, 5, 1, 4, 0, 3, 2});  // groups with 16 channels each: taps under Auto
+  shapes.push_back({2, 128, 300, 24, 5, 1, 4, 0, 3, 2});  // groups with 64 channels each: taps under Auto
   uint32_t seed = 100;
   for (const ConvShape& s : shapes) {
     Vec x, w, b;
