@@ -124,9 +124,10 @@ void bias_backward(const T* dy, T* db, int B, int Cout, int64_t T_len) {
 }
 
 // Output columns per im2col tile: bounded scratch (about kColumnBudget elements) but wide
-// enough for gemm to run at full speed.
-inline int64_t tile_columns(int64_t rows, int64_t total) {
-  constexpr int64_t kColumnBudget = int64_t(1) << 20;
+// enough for gemm to run at full speed. Several threads with a buffer each (one sample per
+// thread) share the budget, which keeps each buffer nearer its core's cache.
+inline int64_t tile_columns(int64_t rows, int64_t total, int threads = 1) {
+  const int64_t kColumnBudget = (int64_t(1) << 20) / std::max(threads, 1);
   constexpr int64_t kMinColumns = 256;
   const int64_t n = std::max(kMinColumns, kColumnBudget / std::max<int64_t>(rows, 1));
   return std::max<int64_t>(1, std::min(n, total));

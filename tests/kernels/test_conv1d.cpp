@@ -5,6 +5,7 @@
 // Why 1e-6 holds for the gradients: the convolution is linear in each input, so the central
 // difference has no truncation error, only rounding of L (~1e-9); a wrong index gives O(1) errors.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "common/error.h"
 #include "kernel_checks.h"
@@ -84,7 +85,7 @@ void conv_inputs(const ConvShape& s, uint32_t seed, Vec* x, Vec* w, Vec* b) {
 }
 
 // Every path the CPU convolution can take for a shape with several input channels per group: Auto (tap
-// products for stride 1 and >= 64 channels per group, im2col otherwise), and each one forced on every shape
+// products for stride 1 and >= 8 channels per group, im2col otherwise), and each one forced on every shape
 // it can run (taps: stride 1; the others fall back to im2col), so both are checked at every shape.
 class Conv1dPaths : public ::testing::TestWithParam<Conv1dCpuPath> {
  protected:
@@ -109,7 +110,7 @@ TEST_P(Conv1dPaths, ForwardMatchesNaiveLoop) {
   shapes.push_back({1, 256, 1100, 4, 8, 1, 3, 4, 1, 1});
   shapes.push_back({2, 64, 700, 8, 11, 1, 10, 10, 2, 1});
   shapes.push_back({1, 16, 3000, 8, 1, 1, 0, 0, 1, 1});
-  shapes.push_back({2, 128, 300, 24, 5, 1, 4, 0, 3, 2});  // groups with 64 channels each: taps under Auto
+  shapes.push_back({2, 32, 300, 24, 5, 1, 4, 0, 3, 2});  // groups with 16 channels each: taps under Auto
   uint32_t seed = 100;
   for (const ConvShape& s : shapes) {
     Vec x, w, b;
@@ -216,6 +217,46 @@ TEST_P(Conv1dPaths, FloatBackwardMatchesDouble) {
     EXPECT_LT(relative_max_error(to_double(dx32), dx), 1e-5) << s.str();
     EXPECT_LT(relative_max_error(to_double(dw32), dw), 1e-5) << s.str();
     EXPECT_LT(relative_max_error(to_double(db32), db), 1e-5) << s.str();
+  }
+}
+
+// With several threads and at least one sample per thread, the samples run in parallel (each gemm on its
+// own thread) instead of one after the other with threaded gemms. The forward output and dx are summed by one
+// thread each in the same order as with one thread, so they are identical; dw adds per-thread partial sums,
+// so it differs by float rounding only (sums of ~5e4 O(1) products: 1e-5 relative). Runs whatever the
+// machine's core count: OpenMP starts the threads asked for.
+TEST_P(Conv1dPaths, SamplesInParallelMatchOneThread) {
+  const std::vector<ConvShape> shapes = {
+      {4, 24, 500, 16, 5, 1, 2, 2, 2, 1},   // taps under Auto
+      {3, 4, 700, 8, 3, 1, 1, 1, 1, 1},     // im2col under Auto (4 channels)
+      {4, 32, 400, 16, 3, 1, 1, 1, 1, 2},   // groups
+  };
+  const int threads_before = omp_get_max_threads();
+  uint32_t seed = 3100;
+  for (const ConvShape& s : shapes) {
+    SCOPED_TRACE(s.str());
+    Vec x, w, b;
+    conv_inputs(s, seed += 10, &x, &w, &b);
+    const std::vector<float> x32 = cast<float>(x), w32 = cast<float>(w), b32 = cast<float>(b);
+    const std::vector<float> r32 = cast<float>(random_vector(static_cast<size_t>(s.B) * s.Cout * s.Tout(), seed + 5));
+    struct Result {
+      std::vector<float> y, dx, dw;
+    };
+    auto run = [&](int threads) {
+      omp_set_num_threads(threads);
+      Result out{std::vector<float>(r32.size()), std::vector<float>(x32.size(), 0.f),
+                 std::vector<float>(w32.size(), 0.f)};
+      conv1d_forward_cpu<float>(x32.data(), w32.data(), b32.data(), out.y.data(), s.B, s.Cin, s.Tin, s.Cout, s.K,
+                                s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+      conv1d_backward_cpu<float>(x32.data(), w32.data(), r32.data(), out.dx.data(), out.dw.data(), nullptr, s.B,
+                                 s.Cin, s.Tin, s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+      return out;
+    };
+    const Result one = run(1), two = run(2);
+    omp_set_num_threads(threads_before);
+    EXPECT_EQ(one.y, two.y);
+    EXPECT_EQ(one.dx, two.dx);
+    EXPECT_LT(relative_max_error(to_double(two.dw), to_double(one.dw)), 1e-5);
   }
 }
 
