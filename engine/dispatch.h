@@ -9,6 +9,7 @@
 // never instantiated (it is a generic lambda), and a CUDA tensor cannot exist there anyway.
 #pragma once
 #include "common/error.h"
+#include "engine/kernel_profile.h"
 #include "engine/tensor.h"
 
 namespace vitscuda::detail {
@@ -37,6 +38,7 @@ void run_on_device(const char* op, const Tensor& t, Cpu&& cpu, Cuda&& cuda) {
       op, tensor,                                                 \
       [&](auto vc_tag_) {                                         \
         using T = decltype(vc_tag_);                              \
+        ::vitscuda::kernel_profile::Scope vc_timed_(#kernel);     \
         ::vitscuda::kernels::kernel##_cpu<T>(__VA_ARGS__);        \
       },                                                          \
       [&](auto vc_tag_) {                                         \

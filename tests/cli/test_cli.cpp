@@ -162,6 +162,23 @@ TEST(Synth, WritesAudioOfTheReportedLength) {
   EXPECT_EQ(io::read_audio(tmp + "/out2.wav").samples, a.samples);
 }
 
+// VITSCUDA_KERNEL_PROFILE=1: at exit, a table of CPU kernel time per kernel on stderr, largest first, with
+// the kernels synthesis runs; without it, no table.
+TEST(Synth, KernelProfileTableOnRequest) {
+  const std::string tmp = vitscuda::testing::temp_dir("kernel_profile");
+  const std::string synth =
+      " synth --device cpu --model " + fixture("tiny_sdp") + " --text \"hello world\" --out " + tmp + "/out.wav";
+  RunResult r = run("VITSCUDA_KERNEL_PROFILE=1 " + bin("vitscuda") + synth);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const size_t table = r.output.find("CPU kernel time (VITSCUDA_KERNEL_PROFILE)");
+  ASSERT_NE(table, std::string::npos) << r.output;
+  for (const char* kernel : {"conv1d_forward", "conv_transpose1d_forward", "unary_forward"})
+    EXPECT_NE(r.output.find(std::string("\n") + kernel + " ", table), std::string::npos) << kernel << "\n" << r.output;
+  RunResult quiet = run("VITSCUDA_KERNEL_PROFILE=0 " + bin("vitscuda") + synth);
+  ASSERT_EQ(quiet.status, 0) << quiet.output;
+  EXPECT_EQ(quiet.output.find("CPU kernel time"), std::string::npos) << quiet.output;
+}
+
 TEST(Synth, MultiSpeakerNeedsAValidSpeaker) {
   const std::string tmp = vitscuda::testing::temp_dir("synth_speaker");
   RunResult ok = run(bin("vitscuda") + " synth --model " + fixture("tiny_dp_multispeaker") +

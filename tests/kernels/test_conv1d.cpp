@@ -221,7 +221,8 @@ TEST_P(Conv1dPaths, FloatBackwardMatchesDouble) {
 }
 
 // With several threads and at least one sample per thread, the samples run in parallel (each gemm on its
-// own thread) instead of one after the other with threaded gemms. The forward output and dx are summed by one
+// own thread) instead of one after the other with threaded gemms; one long sample's forward runs as column
+// spans in parallel. The forward output and dx are summed by one
 // thread each in the same order as with one thread, so they are identical; dw adds per-thread partial sums,
 // so it differs by float rounding only (sums of ~5e4 O(1) products: 1e-5 relative). Runs whatever the
 // machine's core count: OpenMP starts the threads asked for.
@@ -230,6 +231,7 @@ TEST_P(Conv1dPaths, SamplesInParallelMatchOneThread) {
       {4, 24, 500, 16, 5, 1, 2, 2, 2, 1},   // taps under Auto
       {3, 4, 700, 8, 3, 1, 1, 1, 1, 1},     // im2col under Auto (4 channels)
       {4, 32, 400, 16, 3, 1, 1, 1, 1, 2},   // groups
+      {1, 16, 3000, 12, 3, 1, 1, 1, 1, 1},  // one sample: its forward's columns in one span per thread
   };
   const int threads_before = omp_get_max_threads();
   uint32_t seed = 3100;
