@@ -118,10 +118,15 @@ void depthwise_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, int B
 template <typename T>
 std::vector<T> weights_by_tap(const T* w, int Cout, int cin_g, int K) {
   std::vector<T> taps(static_cast<size_t>(K) * Cout * cin_g);
-  for (int o = 0; o < Cout; ++o)
-    for (int c = 0; c < cin_g; ++c)
-      for (int k = 0; k < K; ++k)
-        taps[(static_cast<size_t>(k) * Cout + o) * cin_g + c] = w[(static_cast<int64_t>(o) * cin_g + c) * K + k];
+  T* out = taps.data();
+  // Rows of the output in parallel, each written contiguously (the reads stride by K).
+#pragma omp parallel for collapse(2) schedule(static) if (static_cast<int64_t>(K) * Cout * cin_g >= kParallelWork)
+  for (int k = 0; k < K; ++k)
+    for (int o = 0; o < Cout; ++o) {
+      T* row = out + (static_cast<size_t>(k) * Cout + o) * cin_g;
+      const T* src = w + static_cast<int64_t>(o) * cin_g * K + k;
+      for (int c = 0; c < cin_g; ++c) row[c] = src[static_cast<int64_t>(c) * K];
+    }
   return taps;
 }
 
