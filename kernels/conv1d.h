@@ -5,9 +5,11 @@
 //   y[n, o, t] = b[o] + sum_{i, k} w[o, i, k] * x[n, g*Cin/groups + i, t*stride + k*dilation - pad_left]
 // where g = o / (Cout/groups) and x is zero outside [0, Tin).
 //
-// CPU: for stride 1, one gemm per kernel tap reading x in place (kernels/cpu/conv1d.cpp); otherwise
-// im2col over tiles of output columns + gemm per (batch, group); a direct loop when each group has one
-// input channel (depthwise); a plain gemm for 1x1 convolutions.
+// CPU: for stride 1 and >= 8 input channels per group, one gemm per kernel tap reading x in place
+// (kernels/cpu/conv1d.cpp); otherwise im2col over tiles of output columns + gemm per (batch, group); a direct
+// loop when each group has one input channel (depthwise); a plain gemm for 1x1 convolutions. With a sample per
+// thread, the samples run in parallel with single-threaded gemms (dw: per-thread sums added in thread order,
+// so results depend on the thread count, not on the run).
 #pragma once
 #include <cstdint>
 
