@@ -246,7 +246,9 @@ inline T grad_wrt_b(T g, T a, T b) {
 
 // Accumulates one operand's gradient: dx[x-offset of each output element] += grad(dy, self, other), where
 // `self` is the operand whose gradient this is. x_strides/o_strides are the plan's strides of self and other.
-template <typename T, typename Grad>
+// kReadsSelf / kReadsOther: whether grad uses that operand's values at all; an operand it does not read may be
+// nullptr (add's and sub's backward get no operands) and is then neither offset nor loaded.
+template <bool kReadsSelf, bool kReadsOther, typename T, typename Grad>
 void accumulate_operand_grad(const BroadcastPlan& p, const int64_t* x_strides, const int64_t* o_strides,
                              const T* self, const T* other, const T* dy, T* dx, Grad grad) {
   auto offsets = [&](int64_t r, int64_t& xo, int64_t& oo) {
@@ -270,12 +272,12 @@ void accumulate_operand_grad(const BroadcastPlan& p, const int64_t* x_strides, c
         for (int64_t r = 0; r < p.rows; ++r) {
           int64_t xo, oo;
           offsets(r, xo, oo);
-          const T s = self[xo];
+          const T s = kReadsSelf ? self[xo] : T(0);
           const T* g = dy + r * p.inner;
-          const T* o = other + oo;
+          const T* o = kReadsOther ? other + oo : nullptr;
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t i = 0; i < p.inner; ++i) sum += grad(g[i], s, o[step<kO>(i, os)]);
+          for (int64_t i = 0; i < p.inner; ++i) sum += grad(g[i], s, kReadsOther ? o[step<kO>(i, os)] : T(0));
           partial[r] = sum;
         }
         for (int64_t r = 0; r < p.rows; ++r) {
@@ -288,11 +290,13 @@ void accumulate_operand_grad(const BroadcastPlan& p, const int64_t* x_strides, c
           int64_t xo, oo;
           offsets(r, xo, oo);
           const T* g = dy + r * p.inner;
-          const T* x = self + xo;
-          const T* o = other + oo;
+          const T* x = kReadsSelf ? self + xo : nullptr;
+          const T* o = kReadsOther ? other + oo : nullptr;
           T* d = dx + xo;
 #pragma omp simd
-          for (int64_t i = i0; i < i1; ++i) d[step<kX>(i, xs)] += grad(g[i], x[step<kX>(i, xs)], o[step<kO>(i, os)]);
+          for (int64_t i = i0; i < i1; ++i)
+            d[step<kX>(i, xs)] += grad(g[i], kReadsSelf ? x[step<kX>(i, xs)] : T(0),
+                                       kReadsOther ? o[step<kO>(i, os)] : T(0));
         };
         if (p.covers_output(x_strides)) {
           for_each_row_block(p, run);  // one writer per element of dx
@@ -340,12 +344,16 @@ void binary_backward_cpu(BinaryOp op, const T* a, const int64_t* as, const T* b,
   const BroadcastPlan p(as, bs, shape, ndim);
   with_op(op, [&](auto OP) {
     constexpr BinaryOp kOp = decltype(OP)::value;
+    // Which operands each gradient reads (grad_wrt_a / grad_wrt_b): a product or quotient reads the other one,
+    // a quotient's db also b itself; a sum or difference reads neither.
+    constexpr bool kMulDiv = kOp == BinaryOp::Mul || kOp == BinaryOp::Div;
     if (da)
-      accumulate_operand_grad(p, p.a_strides, p.b_strides, a, b, dy, da,
-                              [](T g, T self, T other) { return grad_wrt_a<kOp>(g, self, other); });
+      accumulate_operand_grad<false, kMulDiv>(p, p.a_strides, p.b_strides, a, b, dy, da,
+                                              [](T g, T self, T other) { return grad_wrt_a<kOp>(g, self, other); });
     if (db)
-      accumulate_operand_grad(p, p.b_strides, p.a_strides, b, a, dy, db,
-                              [](T g, T self, T other) { return grad_wrt_b<kOp>(g, other, self); });
+      accumulate_operand_grad<kOp == BinaryOp::Div, kMulDiv>(
+          p, p.b_strides, p.a_strides, b, a, dy, db,
+          [](T g, T self, T other) { return grad_wrt_b<kOp>(g, other, self); });
   });
 }
 
