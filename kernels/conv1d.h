@@ -47,7 +47,6 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
 // Process-wide; not thread-safe against running convolutions.
 enum class Conv1dCpuPath { Auto, Taps, Im2col };
 void conv1d_set_cpu_path(Conv1dCpuPath path);
-Conv1dCpuPath conv1d_cpu_path();
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
 // VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).

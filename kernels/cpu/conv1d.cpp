@@ -146,6 +146,14 @@ void for_each_item(int64_t count, bool parallel, F body) {
   }
 }
 
+// Element `at` of per-thread buffers of `size` elements each, laid end to end, summed in thread order.
+template <typename T>
+T sum_over_threads(const std::vector<T>& buffers, size_t size, int threads, size_t at) {
+  T sum = buffers[at];
+  for (int t = 1; t < threads; ++t) sum += buffers[size * t + at];
+  return sum;
+}
+
 // Whether the tap products of a batch run one sample per thread, each gemm then on its caller's thread, rather
 // than one sample after the other with each gemm threaded inside OpenBLAS: faster by 5-30% at the decoder's
 // shapes on 2 cores, since no gemm waits for its threads to meet. Needs a sample for every thread.
@@ -321,9 +329,7 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
         for (int c = 0; c < cin_g; ++c)
           for (int k = 0; k < K; ++k) {
             const size_t at = (static_cast<size_t>(k) * Cout + o) * cin_g + c;
-            T sum = dw_taps[at];
-            for (int t = 1; t < threads; ++t) sum += dw_taps[tap_size * t + at];
-            dw[(static_cast<int64_t>(o) * cin_g + c) * K + k] += sum;
+            dw[(static_cast<int64_t>(o) * cin_g + c) * K + k] += sum_over_threads(dw_taps, tap_size, threads, at);
           }
     return;
   }
@@ -359,15 +365,10 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
     }
   });
   if (dw && threads > 1)
-    for (size_t i = 0; i < w_size; ++i) {
-      T sum = thread_dws[i];
-      for (int t = 1; t < threads; ++t) sum += thread_dws[w_size * t + i];
-      dw[i] += sum;
-    }
+    for (size_t i = 0; i < w_size; ++i) dw[i] += sum_over_threads(thread_dws, w_size, threads, i);
 }
 
 void conv1d_set_cpu_path(Conv1dCpuPath path) { g_cpu_path = path; }
-Conv1dCpuPath conv1d_cpu_path() { return g_cpu_path; }
 
 #define VITSCUDA_INSTANTIATE_CONV1D(T)                                                                               \
   template void conv1d_forward_cpu<T>(const T*, const T*, const T*, T*, int, int, int, int, int, int, int, int, int, \

@@ -167,14 +167,14 @@ struct BroadcastPlan {
   }
   int64_t a_inner() const { return a_strides[ndim - 1]; }
   int64_t b_inner() const { return b_strides[ndim - 1]; }
-  // The offsets of row r's first element in a and b.
-  void row_offsets(int64_t r, int64_t& ao, int64_t& bo) const {
-    ao = bo = 0;
+  // The offsets of row r's first element in two operands with these strides (the plan's a and b, either order).
+  void row_offsets(int64_t r, const int64_t* s1, const int64_t* s2, int64_t& o1, int64_t& o2) const {
+    o1 = o2 = 0;
     for (int d = ndim - 2; d >= 0; --d) {
       const int64_t i = r % shape[d];
       r /= shape[d];
-      ao += i * a_strides[d];
-      bo += i * b_strides[d];
+      o1 += i * s1[d];
+      o2 += i * s2[d];
     }
   }
   // True when the operand with these strides has one element per output element (no broadcast dim left).
@@ -251,15 +251,7 @@ inline T grad_wrt_b(T g, T a, T b) {
 template <bool kReadsSelf, bool kReadsOther, typename T, typename Grad>
 void accumulate_operand_grad(const BroadcastPlan& p, const int64_t* x_strides, const int64_t* o_strides,
                              const T* self, const T* other, const T* dy, T* dx, Grad grad) {
-  auto offsets = [&](int64_t r, int64_t& xo, int64_t& oo) {
-    xo = oo = 0;
-    for (int d = p.ndim - 2; d >= 0; --d) {
-      const int64_t i = r % p.shape[d];
-      r /= p.shape[d];
-      xo += i * x_strides[d];
-      oo += i * o_strides[d];
-    }
-  };
+  auto offsets = [&](int64_t r, int64_t& xo, int64_t& oo) { p.row_offsets(r, x_strides, o_strides, xo, oo); };
   const int64_t xs = x_strides[p.ndim - 1], os = o_strides[p.ndim - 1];
   with_stride(xs, [&](auto XS) {
     with_stride(os, [&](auto OS) {
@@ -325,7 +317,7 @@ void binary_forward_cpu(BinaryOp op, const T* a, const int64_t* as, const T* b, 
         constexpr int kA = decltype(SA)::value, kB = decltype(SB)::value;
         for_each_row_block(p, [&](int64_t r, int64_t i0, int64_t i1) {
           int64_t ao, bo;
-          p.row_offsets(r, ao, bo);
+          p.row_offsets(r, p.a_strides, p.b_strides, ao, bo);
           const T* ar = a + ao;
           const T* br = b + bo;
           T* yr = y + r * p.inner;
