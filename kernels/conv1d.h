@@ -5,8 +5,9 @@
 //   y[n, o, t] = b[o] + sum_{i, k} w[o, i, k] * x[n, g*Cin/groups + i, t*stride + k*dilation - pad_left]
 // where g = o / (Cout/groups) and x is zero outside [0, Tin).
 //
-// CPU: for stride 1 and >= 8 input channels per group, one gemm per kernel tap reading x in place
-// (kernels/cpu/conv1d.cpp); otherwise im2col over tiles of output columns + gemm per (batch, group); a direct
+// CPU: float32 through oneDNN's JIT convolutions where they take the geometry (kernels/cpu/onednn_conv.h, what
+// PyTorch runs on CPUs); else for stride 1 and >= 8 input channels per group, one gemm per kernel tap reading x in
+// place (kernels/cpu/conv1d.cpp); otherwise im2col over tiles of output columns + gemm per (batch, group); a direct
 // loop when each group has one input channel (depthwise); a plain gemm for 1x1 convolutions. With a sample per
 // thread, the samples run in parallel with single-threaded gemms (dw: per-thread sums added in thread order,
 // so results depend on the thread count, not on the run).
@@ -42,11 +43,16 @@ template <typename T>
 void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int B, int Cin, int Tin, int Cout,
                          int K, int stride, int pad_left, int pad_right, int dilation, int groups);
 
-// The CPU path of the convolutions with more than one input channel per group: Auto (tap products for
-// stride 1 with enough channels, im2col otherwise), or one forced, for tests that compare the two.
+// The CPU path of the convolutions with more than one input channel per group and more than one tap: Auto
+// (float32: oneDNN where its JIT kernels take the geometry; otherwise tap products for stride 1 with enough
+// channels, im2col for the rest), or one forced, for tests that compare them (Onednn: float32 through oneDNN
+// wherever it runs, our kernels elsewhere).
 // Process-wide; not thread-safe against running convolutions.
-enum class Conv1dCpuPath { Auto, Taps, Im2col };
+enum class Conv1dCpuPath { Auto, Taps, Im2col, Onednn };
 void conv1d_set_cpu_path(Conv1dCpuPath path);
+// Convolutions (forward and backward calls) oneDNN has run in this process: tests check that it runs where it
+// should, rather than our kernels silently standing in.
+int64_t conv1d_cpu_onednn_runs();
 
 // CUDA (float32, device pointers, ordered on the compute stream): same arguments as the CPU kernels.
 // VC_KERNEL (engine/dispatch.h) calls these `*_cuda` functions by token pasting (kernel##_cuda).

@@ -17,7 +17,7 @@ done
 build="${build:-$root/build}"
 
 packages=(build-essential cmake ninja-build pkg-config libsndfile1-dev libsoxr-dev libcli11-dev nlohmann-json3-dev
-  libopenblas-openmp-dev libgtest-dev libgmock-dev libbenchmark-dev espeak-ng libespeak-ng-dev)
+  libopenblas-openmp-dev libdnnl-dev libgtest-dev libgmock-dev libbenchmark-dev espeak-ng libespeak-ng-dev)
 ((with_uroman)) && packages+=(python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do

@@ -2,10 +2,12 @@
 
 #include <omp.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "common/error.h"
 #include "kernels/cpu/im2col_gemm.h"
+#include "kernels/cpu/onednn_conv.h"
 
 namespace vitscuda::kernels {
 
@@ -172,6 +174,18 @@ bool uses_taps(int stride, int cin_g) {
   }
 }
 
+// Whether oneDNN is asked first: float32 (all it has on CPUs) unless one of our paths is forced. It declines
+// geometries its JIT kernels do not take, and our paths run those.
+template <typename T>
+bool tries_onednn() {
+  return std::is_same_v<T, float> && (g_cpu_path == Conv1dCpuPath::Auto || g_cpu_path == Conv1dCpuPath::Onednn);
+}
+
+detail::Conv1dGeometry geometry(int B, int Cin, int Tin, int Cout, int K, int stride, int pad_left, int pad_right,
+                                int dilation, int groups, int64_t Tout) {
+  return {B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups, Tout};
+}
+
 bool is_pointwise(int K, int stride, int pad_left, int pad_right) {
   return K == 1 && stride == 1 && pad_left == 0 && pad_right == 0;
 }
@@ -202,6 +216,12 @@ void conv1d_forward_cpu(const T* x, const T* w, const T* b, T* y, int B, int Cin
   if (cin_g == 1) {
     depthwise_forward(x, w, b, y, B, Cin, Tin, Cout, Tout, K, stride, pad_left, dilation);
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (tries_onednn<T>() && !is_pointwise(K, stride, pad_left, pad_right) &&
+        detail::onednn_conv1d_forward(geometry(B, Cin, Tin, Cout, K, stride, pad_left, pad_right, dilation, groups, Tout),
+                                      x, w, b, y))
+      return;
   }
   fill_bias(y, b, B, Cout, Tout);
   const int64_t rows = static_cast<int64_t>(cin_g) * K;
@@ -294,6 +314,12 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
       }
     return;
   }
+  if constexpr (std::is_same_v<T, float>) {
+    if (tries_onednn<T>() && detail::onednn_conv1d_backward(geometry(B, Cin, Tin, Cout, K, stride, pad_left,
+                                                                     pad_right, dilation, groups, Tout),
+                                                            x, w, dy, dx, dw))
+      return;
+  }
   if (uses_taps(stride, cin_g)) {
     // dw accumulates per tap in [K, Cout, cin_g] and is added into w's layout once at the end. With the
     // samples in parallel, each thread sums its own samples (a fixed, contiguous share: schedule static) into
@@ -369,6 +395,8 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
 }
 
 void conv1d_set_cpu_path(Conv1dCpuPath path) { g_cpu_path = path; }
+
+int64_t conv1d_cpu_onednn_runs() { return detail::onednn_conv1d_runs(); }
 
 #define VITSCUDA_INSTANTIATE_CONV1D(T)                                                                               \
   template void conv1d_forward_cpu<T>(const T*, const T*, const T*, T*, int, int, int, int, int, int, int, int, int, \

@@ -1,7 +1,7 @@
 // Kernel tests of conv1d (kernels/conv1d.h): the forward against a naive double-precision loop, the
 // backward against central differences (kernel_checks.h), plus adjoint (dot-product) checks at shapes
 // large enough to span several im2col tiles, and the f32 instantiations against the f64 ones; each on
-// every CPU path (tap products, im2col).
+// every CPU path (oneDNN for float32, tap products, im2col).
 // Why 1e-6 holds for the gradients: the convolution is linear in each input, so the central
 // difference has no truncation error, only rounding of L (~1e-9); a wrong index gives O(1) errors.
 #include <gtest/gtest.h>
@@ -97,12 +97,15 @@ std::string path_name(const ::testing::TestParamInfo<Conv1dCpuPath>& info) {
   switch (info.param) {
     case Conv1dCpuPath::Taps: return "taps";
     case Conv1dCpuPath::Im2col: return "im2col";
+    case Conv1dCpuPath::Onednn: return "onednn";
     default: return "auto";
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(CpuPaths, Conv1dPaths,
-                         ::testing::Values(Conv1dCpuPath::Auto, Conv1dCpuPath::Taps, Conv1dCpuPath::Im2col), path_name);
+                         ::testing::Values(Conv1dCpuPath::Auto, Conv1dCpuPath::Taps, Conv1dCpuPath::Im2col,
+                                           Conv1dCpuPath::Onednn),
+                         path_name);
 
 TEST_P(Conv1dPaths, ForwardMatchesNaiveLoop) {
   std::vector<ConvShape> shapes = conv_shapes();
@@ -222,10 +225,10 @@ TEST_P(Conv1dPaths, FloatBackwardMatchesDouble) {
 
 // With several threads and at least one sample per thread, the samples run in parallel (each gemm on its
 // own thread) instead of one after the other with threaded gemms; one long sample's forward runs as column
-// spans in parallel. The forward output and dx are summed by one
-// thread each in the same order as with one thread, so they are identical; dw adds per-thread partial sums,
-// so it differs by float rounding only (sums of ~5e4 O(1) products: 1e-5 relative). Runs whatever the
-// machine's core count: OpenMP starts the threads asked for.
+// spans in parallel. The forward output and dx are summed by one thread each in the same order as with one
+// thread, so they are identical (oneDNN too splits outputs across threads, never one output's sum); dw adds
+// per-thread partial sums, so it differs by float rounding only (sums of ~5e4 O(1) products: 1e-5 relative).
+// Runs whatever the machine's core count: OpenMP starts the threads asked for.
 TEST_P(Conv1dPaths, SamplesInParallelMatchOneThread) {
   const std::vector<ConvShape> shapes = {
       {4, 24, 500, 16, 5, 1, 2, 2, 2, 1},   // taps under Auto
@@ -259,6 +262,61 @@ TEST_P(Conv1dPaths, SamplesInParallelMatchOneThread) {
     EXPECT_EQ(one.y, two.y);
     EXPECT_EQ(one.dx, two.dx);
     EXPECT_LT(relative_max_error(to_double(two.dw), to_double(one.dw)), 1e-5);
+  }
+}
+
+// oneDNN runs float32 convolutions under Auto: it must actually run (not our kernels in its place), add its
+// gradients onto what the buffers hold as our kernels do (the autograd accumulates), handle channel counts that
+// are not a multiple of its channel block, groups, dilation and stride, and give the same bits on a repeat.
+TEST(Conv1dOnednn, RunsAccumulatesAndRepeatsExactly) {
+  const std::vector<ConvShape> shapes = {
+      {2, 20, 300, 24, 5, 1, 2, 2, 1, 1},  // channels not a multiple of 16 (a padded block)
+      {2, 32, 200, 32, 3, 1, 3, 3, 3, 2},  // groups 2, dilation 3
+      {1, 64, 400, 48, 7, 1, 3, 3, 1, 1},  // one sample
+      {2, 16, 99, 16, 3, 2, 1, 1, 1, 1},   // stride 2
+  };
+  uint32_t seed = 4100;
+  for (const ConvShape& s : shapes) {
+    SCOPED_TRACE(s.str());
+    Vec x, w, b;
+    conv_inputs(s, seed += 10, &x, &w, &b);
+    const Vec x32 = to_double(cast<float>(x)), w32 = to_double(cast<float>(w)), b32 = to_double(cast<float>(b));
+    const int64_t runs_before = conv1d_cpu_onednn_runs();
+    EXPECT_LT(relative_max_error(run_conv1d<float>(x, w, &b, s), conv1d_reference(x32, w32, &b32, s)), 1e-5);
+    EXPECT_EQ(conv1d_cpu_onednn_runs(), runs_before + 1) << "the forward did not run on oneDNN";
+
+    const std::vector<float> xf = cast<float>(x), wf = cast<float>(w);
+    const std::vector<float> r = cast<float>(random_vector(static_cast<size_t>(s.B) * s.Cout * s.Tout(), seed + 5));
+    auto backward = [&](std::vector<float>& dx, std::vector<float>& dw) {
+      conv1d_backward_cpu<float>(xf.data(), wf.data(), r.data(), dx.data(), dw.data(), nullptr, s.B, s.Cin, s.Tin,
+                                 s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    };
+    std::vector<float> dx(x.size(), 0.f), dw(w.size(), 0.f), dx_again(x.size(), 0.f), dw_again(w.size(), 0.f);
+    backward(dx, dw);
+    EXPECT_EQ(conv1d_cpu_onednn_runs(), runs_before + 2) << "the backward did not run on oneDNN";
+    backward(dx_again, dw_again);
+    EXPECT_EQ(dx, dx_again);
+    EXPECT_EQ(dw, dw_again);
+
+    // Against the double backward of our own kernels: float sums of at most a few hundred O(1) products.
+    Vec dx_ref(x.size(), 0.0), dw_ref(w.size(), 0.0);
+    const Vec r64 = to_double(r);
+    conv1d_backward_cpu<double>(x32.data(), w32.data(), r64.data(), dx_ref.data(), dw_ref.data(), nullptr, s.B, s.Cin,
+                                s.Tin, s.Cout, s.K, s.stride, s.pad_left, s.pad_right, s.dilation, s.groups);
+    EXPECT_LT(relative_max_error(to_double(dx), dx_ref), 1e-5);
+    EXPECT_LT(relative_max_error(to_double(dw), dw_ref), 1e-5);
+
+    // Onto buffers that already hold O(1) values: what is added is the gradient, up to one float rounding of
+    // each sum (1e-6 of the larger of the two).
+    const std::vector<float> dx0 = cast<float>(random_vector(x.size(), seed + 6)),
+                             dw0 = cast<float>(random_vector(w.size(), seed + 7));
+    std::vector<float> dx_acc = dx0, dw_acc = dw0;
+    backward(dx_acc, dw_acc);
+    Vec dx_added(x.size()), dw_added(w.size());
+    for (size_t i = 0; i < x.size(); ++i) dx_added[i] = double(dx_acc[i]) - dx0[i];
+    for (size_t i = 0; i < w.size(); ++i) dw_added[i] = double(dw_acc[i]) - dw0[i];
+    EXPECT_LT(relative_max_error(dx_added, to_double(dx)), 1e-5);
+    EXPECT_LT(relative_max_error(dw_added, to_double(dw)), 1e-5);
   }
 }
 
