@@ -35,7 +35,10 @@ std::string describe(const Conv1dGeometry& g) {
 }
 
 // oneDNN's implementations are tried best first; a geometry its JIT kernels do not take falls through to its
-// reference loops or im2col gemms, which our own kernels beat. Only the JIT ones are used.
+// reference loops or im2col gemms ("x64:gemm:jit"), which our own kernels match or beat. Only the JIT ones are
+// used. (Its deconvolutions were tried for conv_transpose1d and left out: at HiFi-GAN's kernel-16 / stride-8
+// upsamplers oneDNN 2.6 has only the gemm fallback, slower than ours, and at kernel 4 / stride 2 its JIT kernel
+// took 1.4-1.7x our forward's time and the same backward time, 2 threads, batch 4.)
 bool is_jit(const char* impl) { return std::strncmp(impl, "jit", 3) == 0; }
 
 // The user-side (plain) layouts and the primitives of one geometry, made once: a primitive descriptor costs
@@ -58,10 +61,10 @@ Key key_of(const Conv1dGeometry& g) {
   return {g.B, g.Cin, g.Tin, g.Cout, g.K, g.stride, g.pad_left, g.pad_right, g.dilation, g.groups};
 }
 
-// Buffers in oneDNN's layouts, one per role, grown to the largest size asked for and kept: allocating
-// tens of megabytes afresh for every call would fault the pages in every time.
-enum Slot { kSrc, kWeights, kDst, kDiffDst, kDiffDstForWeights, kSrcForWeights, kWeightsForData, kDiffSrc,
-            kDiffWeights, kSlots };
+// Buffers in oneDNN's layouts, grown to the largest size asked for and kept: allocating tens of megabytes afresh
+// for every call would fault the pages in every time. Activations take turns in three: the forward's input and
+// output, the backward's dy, dx and (for the weight gradient) x, of which at most three are alive at once.
+enum Slot { kActivations0, kActivations1, kActivations2, kWeights, kWeightsGrad, kSlots };
 
 class Workspace {
  public:
@@ -221,7 +224,7 @@ bool onednn_conv1d_forward(const Conv1dGeometry& g, const float* x, const float*
   if (!p.usable) return false;
   try {
     dnnl::stream stream(cpu_engine());
-    memory src = as_layout(stream, p.x, x, p.forward_pd.src_desc(), kSrc);
+    memory src = as_layout(stream, p.x, x, p.forward_pd.src_desc(), kActivations0);
     memory weights = as_layout(stream, p.w, w, p.forward_pd.weights_desc(), kWeights);
     // No bias: a zero one (oneDNN's descriptor was made with one; the few bytes are cheaper than a second one).
     std::vector<float> zero_bias;
@@ -229,8 +232,8 @@ bool onednn_conv1d_forward(const Conv1dGeometry& g, const float* x, const float*
     memory bias(p.forward_pd.bias_desc(), cpu_engine(), const_cast<float*>(b ? b : zero_bias.data()));
     const bool direct = p.forward_pd.dst_desc() == p.y;
     memory dst = direct ? memory(p.y, cpu_engine(), y)
-                              : memory(p.forward_pd.dst_desc(), cpu_engine(),
-                                       g_workspace.get(kDst, p.forward_pd.dst_desc().get_size()));
+                        : memory(p.forward_pd.dst_desc(), cpu_engine(),
+                                 g_workspace.get(kActivations1, p.forward_pd.dst_desc().get_size()));
     p.forward.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_BIAS, bias},
                                {DNNL_ARG_DST, dst}});
     if (!direct) {
@@ -256,9 +259,9 @@ bool onednn_conv1d_backward(const Conv1dGeometry& g, const float* x, const float
     dnnl::stream stream(cpu_engine());
     if (dx) {
       const auto& pd = p.backward_data_pd;
-      memory diff_dst = as_layout(stream, p.y, dy, pd.diff_dst_desc(), kDiffDst);
-      memory weights = as_layout(stream, p.w, w, pd.weights_desc(), kWeightsForData);
-      memory diff_src(pd.diff_src_desc(), cpu_engine(), g_workspace.get(kDiffSrc, pd.diff_src_desc().get_size()));
+      memory diff_dst = as_layout(stream, p.y, dy, pd.diff_dst_desc(), kActivations0);
+      memory weights = as_layout(stream, p.w, w, pd.weights_desc(), kWeights);
+      memory diff_src(pd.diff_src_desc(), cpu_engine(), g_workspace.get(kActivations1, pd.diff_src_desc().get_size()));
       p.backward_data.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, weights},
                                        {DNNL_ARG_DIFF_SRC, diff_src}});
       add_into(stream, diff_src, p.x, dx);
@@ -267,12 +270,13 @@ bool onednn_conv1d_backward(const Conv1dGeometry& g, const float* x, const float
       const auto& pd = p.backward_weights_pd;
       // dy in the weight gradient's layout: usually the one the data gradient just made.
       const bool reuse = dx && pd.diff_dst_desc() == p.backward_data_pd.diff_dst_desc() && pd.diff_dst_desc() != p.y;
-      memory diff_dst =
-          reuse ? memory(pd.diff_dst_desc(), cpu_engine(), g_workspace.get(kDiffDst, pd.diff_dst_desc().get_size()))
-                : as_layout(stream, p.y, dy, pd.diff_dst_desc(), kDiffDstForWeights);
-      memory src = as_layout(stream, p.x, x, pd.src_desc(), kSrcForWeights);
+      memory diff_dst = reuse ? memory(pd.diff_dst_desc(), cpu_engine(),
+                                       g_workspace.get(kActivations0, pd.diff_dst_desc().get_size()))
+                              : as_layout(stream, p.y, dy, pd.diff_dst_desc(), dx ? kActivations2 : kActivations0);
+      // dx has been added into the caller's buffer: its slot is free for x.
+      memory src = as_layout(stream, p.x, x, pd.src_desc(), kActivations1);
       memory diff_weights(pd.diff_weights_desc(), cpu_engine(),
-                                g_workspace.get(kDiffWeights, pd.diff_weights_desc().get_size()));
+                          g_workspace.get(kWeightsGrad, pd.diff_weights_desc().get_size()));
       p.backward_weights.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
                                           {DNNL_ARG_DIFF_WEIGHTS, diff_weights}});
       add_into(stream, diff_weights, p.w, dw);
