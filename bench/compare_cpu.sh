@@ -57,7 +57,12 @@ if ! "$python" -c "import torch, transformers, numpy" 2>/dev/null; then
   fi
   echo "compare_cpu: installing torch (CPU build), transformers and numpy into $venv"
   [[ -x "$python" ]] || python3 -m venv "$venv"
-  "$python" -m pip install -q --index-url https://download.pytorch.org/whl/cpu torch
+  # PyTorch's own index has the CPU-only wheel (a fraction of the size); where it cannot be reached, PyPI's wheel
+  # (CUDA libraries included) runs on the CPU just the same.
+  if ! "$python" -m pip install -q --retries 1 --timeout 30 --index-url https://download.pytorch.org/whl/cpu torch; then
+    echo "compare_cpu: download.pytorch.org unreachable; installing torch from PyPI instead"
+    "$python" -m pip install -q torch
+  fi
   "$python" -m pip install -q transformers numpy
 fi
 
