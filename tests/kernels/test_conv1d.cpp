@@ -267,8 +267,11 @@ TEST_P(Conv1dPaths, SamplesInParallelMatchOneThread) {
 
 // oneDNN runs float32 convolutions under Auto: it must actually run (not our kernels in its place), add its
 // gradients onto what the buffers hold as our kernels do (the autograd accumulates), handle channel counts that
-// are not a multiple of its channel block, groups, dilation and stride, and give the same bits on a repeat.
+// are not a multiple of its channel block, groups, dilation and stride, and give the same bits on a repeat. Two
+// threads whatever ctest's OMP_NUM_THREADS, so that the repeat covers a weight gradient summed across threads.
 TEST(Conv1dOnednn, RunsAccumulatesAndRepeatsExactly) {
+  const int threads_before = omp_get_max_threads();
+  omp_set_num_threads(2);
   const std::vector<ConvShape> shapes = {
       {2, 20, 300, 24, 5, 1, 2, 2, 1, 1},  // channels not a multiple of 16 (a padded block)
       {2, 32, 200, 32, 3, 1, 3, 3, 3, 2},  // groups 2, dilation 3
@@ -318,6 +321,7 @@ TEST(Conv1dOnednn, RunsAccumulatesAndRepeatsExactly) {
     EXPECT_LT(relative_max_error(dx_added, to_double(dx)), 1e-5);
     EXPECT_LT(relative_max_error(dw_added, to_double(dw)), 1e-5);
   }
+  omp_set_num_threads(threads_before);
 }
 
 }  // namespace
