@@ -5,7 +5,10 @@
 #   synthesis      bench_synth --device cpu      vs bench/reference/synth_rtf.py --device cpu (2 s and 10 s)
 # Every case runs in a process of its own, vitscuda's then PyTorch's back to back, so that each process's peak
 # resident set size (getrusage's ru_maxrss of the finished child, the same measurement for both) is that case's.
-# Prints one table: both times, both peak RSS and the ratios (vitscuda / PyTorch: below 1 is faster or smaller).
+# The whole series runs VITSCUDA_COMPARE_ROUNDS times (default 3), one round after the other, so that a slow phase
+# of a shared machine falls on one round rather than on one side. Prints one table: both times (the median over
+# the rounds of each process's own median), both peak RSS, the ratio of the medians and each round's ratio
+# (vitscuda / PyTorch: below 1 is faster or smaller).
 #
 # Usage: bench/compare_cpu.sh [OUT_DIR]        (default: build-compare-cpu/results; JSON and logs land there)
 # Environment:
@@ -16,8 +19,9 @@
 #   VITSCUDA_COMPARE_STEPS    timed training steps per setting (default 3; one warm-up step before them)
 #   VITSCUDA_COMPARE_RUNS     timed synthesis runs per length (default 3; one warm-up run before them)
 #   VITSCUDA_COMPARE_SECONDS  utterance length of the training settings (default 2)
+#   VITSCUDA_COMPARE_ROUNDS   times the whole series runs (default 3; about 7 minutes per round on 2 cores)
 # Exit status: 0 the table was printed (a case that failed shows its exit status in the table), 1 the build, the
-# venv or the random model could not be made.
+# venv or the random model could not be made, 2 VITSCUDA_COMPARE_ROUNDS is not a positive integer.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -27,6 +31,8 @@ threads="${VITSCUDA_COMPARE_THREADS:-$(nproc)}"
 steps="${VITSCUDA_COMPARE_STEPS:-3}"
 runs="${VITSCUDA_COMPARE_RUNS:-3}"
 train_seconds="${VITSCUDA_COMPARE_SECONDS:-2}"
+rounds="${VITSCUDA_COMPARE_ROUNDS:-3}"
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "compare_cpu: VITSCUDA_COMPARE_ROUNDS=$rounds is not a positive integer" >&2; exit 2; }
 config="$root/tests/data/mms_tts_eng/config.json"
 mkdir -p "$out"
 
@@ -105,26 +111,34 @@ for setting in b4_whole b4_whole_recompute b16_seg32 b16_seg32_recompute; do
   name="${base}_${train_seconds}s"
   [[ "$setting" == *_recompute ]] && name+="_recompute"
   names+=("train:$name")
-  echo "compare_cpu: training step $name: vitscuda, then PyTorch"
-  measure "$out/train_$name.vitscuda.log" "$build/bench/bench_train" --device cpu --config "$config" \
-    --seconds "$train_seconds" --warmup 1 --steps "$steps" --exact --setting "$name" --json "$out/train_$name.vitscuda.json"
-  measure "$out/train_$name.pytorch.log" "$python" bench/reference/train_step.py --device cpu --config "$config" \
-    --seconds "$train_seconds" --warmup 1 --steps "$steps" --exact --setting "$name" --json "$out/train_$name.pytorch.json"
 done
-for seconds in 2 10; do
-  names+=("synth:$seconds")
-  echo "compare_cpu: synthesis ${seconds} s: vitscuda, then PyTorch"
-  measure "$out/synth_$seconds.vitscuda.log" "$build/bench/bench_synth" --device cpu --model "$model" \
-    --seconds "$seconds" --warmup 1 --runs "$runs" --json "$out/synth_$seconds.vitscuda.json"
-  measure "$out/synth_$seconds.pytorch.log" "$python" bench/reference/synth_rtf.py --device cpu --model "$model" \
-    --seconds "$seconds" --warmup 1 --runs "$runs" --json "$out/synth_$seconds.pytorch.json"
+names+=("synth:2" "synth:10")
+for ((round = 1; round <= rounds; ++round)); do
+  for case in "${names[@]}"; do
+    kind="${case%%:*}" name="${case#*:}"
+    if [[ "$kind" == train ]]; then
+      echo "compare_cpu: round $round/$rounds, training step $name: vitscuda, then PyTorch"
+      prefix="$out/train_$name.r$round"
+      measure "$prefix.vitscuda.log" "$build/bench/bench_train" --device cpu --config "$config" \
+        --seconds "$train_seconds" --warmup 1 --steps "$steps" --exact --setting "$name" --json "$prefix.vitscuda.json"
+      measure "$prefix.pytorch.log" "$python" bench/reference/train_step.py --device cpu --config "$config" \
+        --seconds "$train_seconds" --warmup 1 --steps "$steps" --exact --setting "$name" --json "$prefix.pytorch.json"
+    else
+      echo "compare_cpu: round $round/$rounds, synthesis $name s: vitscuda, then PyTorch"
+      prefix="$out/synth_$name.r$round"
+      measure "$prefix.vitscuda.log" "$build/bench/bench_synth" --device cpu --model "$model" \
+        --seconds "$name" --warmup 1 --runs "$runs" --json "$prefix.vitscuda.json"
+      measure "$prefix.pytorch.log" "$python" bench/reference/synth_rtf.py --device cpu --model "$model" \
+        --seconds "$name" --warmup 1 --runs "$runs" --json "$prefix.pytorch.json"
+    fi
+  done
 done
 echo "$(uptime)" >"$out/load_after.txt"
 
 # ---------------------------------------------------------------- the table
-"$python" - "$out" "$threads" "${names[@]}" <<'EOF'
-import json, os, sys
-out, threads, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+"$python" - "$out" "$threads" "$rounds" "${names[@]}" <<'EOF'
+import json, os, statistics, sys
+out, threads, rounds, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 
 def run(prefix, impl):
     """(exit status, wall s, peak RSS bytes, JSON or None) of one process."""
@@ -157,32 +171,46 @@ def fmt(x, spec):
 def ratio(a, b):
     return "-" if a is None or b is None or b <= 0 else f"{a / b:.2f}x"
 
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
 rows = []
 for n in names:
     kind, name = n.split(":")
-    prefix = f"train_{name}" if kind == "train" else f"synth_{name}"
+    stem = f"train_{name}" if kind == "train" else f"synth_{name}"
     label = f"train {name} (s/step)" if kind == "train" else f"synth {name} s (RTF)"
-    ours, theirs = run(prefix, "vitscuda"), run(prefix, "pytorch")
-    t_ours, t_theirs = seconds_of(kind, ours[3], name), seconds_of(kind, theirs[3], name)
+    times = {"vitscuda": [], "pytorch": []}
+    peaks = {"vitscuda": [], "pytorch": []}
     note = []
-    for impl, r, t in (("vitscuda", ours, t_ours), ("pytorch", theirs, t_theirs)):
-        if r[0] is None:
-            note.append(f"{impl} not run")
-        elif r[0] != 0 or t is None:
-            note.append(f"{impl} exit {r[0]} (log {prefix}.{impl}.log)")
-    mib = lambda r: None if r[2] is None else r[2] / 2**20
-    rows.append((label, fmt(t_ours, ".4f"), fmt(t_theirs, ".4f"), ratio(t_ours, t_theirs), fmt(mib(ours), ".0f"),
-                 fmt(mib(theirs), ".0f"), ratio(mib(ours), mib(theirs)), "; ".join(note)))
+    for r in range(1, rounds + 1):
+        prefix = f"{stem}.r{r}"
+        for impl in times:
+            code, _, rss, doc = run(prefix, impl)
+            t = seconds_of(kind, doc, name)
+            if code is None:
+                note.append(f"{impl} round {r} not run")
+            elif code != 0 or t is None:
+                note.append(f"{impl} round {r} exit {code} (log {prefix}.{impl}.log)")
+            times[impl].append(t)
+            peaks[impl].append(rss)
+    t_ours, t_theirs = median(times["vitscuda"]), median(times["pytorch"])
+    each = " ".join(ratio(a, b) for a, b in zip(times["vitscuda"], times["pytorch"]))
+    peak = lambda impl: None if not any(peaks[impl]) else max(p for p in peaks[impl] if p) / 2**20
+    rows.append((label, fmt(t_ours, ".4f"), fmt(t_theirs, ".4f"), ratio(t_ours, t_theirs), each,
+                 fmt(peak("vitscuda"), ".0f"), fmt(peak("pytorch"), ".0f"), ratio(peak("vitscuda"), peak("pytorch")),
+                 "; ".join(note)))
 
-head = ("case", "vitscuda", "PyTorch", "ratio", "vitscuda RSS MiB", "PyTorch RSS MiB", "RSS ratio", "")
+head = ("case", "vitscuda", "PyTorch", "ratio", "each round", "vitscuda RSS MiB", "PyTorch RSS MiB", "RSS ratio", "")
 print()
 print(f"| {' | '.join(head[:-1])} |")
-print("|" + "|".join(["---"] + ["---:"] * 6) + "|")
+print("|" + "|".join(["---"] + ["---:"] * 7) + "|")
 for r in rows:
     print(f"| {' | '.join(r[:-1])} |" + (f" {r[-1]}" if r[-1] else ""))
-print(f"\nthreads: {threads} (OMP_NUM_THREADS, both); time: median over the timed steps/runs (each process's own "
-      f"figure); ratio: vitscuda / PyTorch (below 1: vitscuda faster or smaller); RSS: peak resident set of the whole "
-      f"process (getrusage of the finished child)")
+print(f"\nthreads: {threads} (OMP_NUM_THREADS, both); rounds: {rounds}; time: median over the rounds of each "
+      f"process's median over its timed steps/runs; ratio: vitscuda / PyTorch of those medians (below 1: vitscuda "
+      f"faster or smaller), each round's beside it; RSS: the highest peak resident set of the whole process over the "
+      f"rounds (getrusage of the finished child)")
 for f in ("load_before.txt", "load_after.txt"):
     print(f"{f[:-4].replace('_', ' ')}: {open(os.path.join(out, f)).read().strip()}")
 EOF
