@@ -45,10 +45,9 @@ void conv1d_backward_cpu(const T* x, const T* w, const T* dy, T* dx, T* dw, T* d
 
 // The CPU path of the convolutions with more than one input channel per group and more than one tap: Auto
 // (float32: oneDNN where its JIT kernels take the geometry; otherwise tap products for stride 1 with enough
-// channels, im2col for the rest), or one forced, for tests that compare them (Onednn: float32 through oneDNN
-// wherever it runs, our kernels elsewhere).
+// channels, im2col for the rest), or one of our own forced, for tests that compare them.
 // Process-wide; not thread-safe against running convolutions.
-enum class Conv1dCpuPath { Auto, Taps, Im2col, Onednn };
+enum class Conv1dCpuPath { Auto, Taps, Im2col };
 void conv1d_set_cpu_path(Conv1dCpuPath path);
 // Convolutions (forward and backward calls) oneDNN has run in this process: tests check that it runs where it
 // should, rather than our kernels silently standing in.

@@ -178,7 +178,7 @@ bool uses_taps(int stride, int cin_g) {
 // geometries its JIT kernels do not take, and our paths run those.
 template <typename T>
 bool tries_onednn() {
-  return std::is_same_v<T, float> && (g_cpu_path == Conv1dCpuPath::Auto || g_cpu_path == Conv1dCpuPath::Onednn);
+  return std::is_same_v<T, float> && g_cpu_path == Conv1dCpuPath::Auto;
 }
 
 detail::Conv1dGeometry geometry(int B, int Cin, int Tin, int Cout, int K, int stride, int pad_left, int pad_right,

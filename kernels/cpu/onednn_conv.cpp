@@ -219,6 +219,7 @@ void add_into(dnnl::stream& stream, memory from, const memory::desc& to_desc, fl
 }  // namespace
 
 bool onednn_conv1d_forward(const Conv1dGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  if (g.B == 0) return false;  // nothing to compute; oneDNN's descriptors want a batch
   std::lock_guard<std::mutex> lock(g_mutex);
   Conv1dPrimitives& p = primitives_for(g);
   if (!p.usable) return false;
@@ -250,6 +251,7 @@ bool onednn_conv1d_forward(const Conv1dGeometry& g, const float* x, const float*
 
 bool onednn_conv1d_backward(const Conv1dGeometry& g, const float* x, const float* w, const float* dy, float* dx,
                             float* dw) {
+  if (g.B == 0) return false;
   std::lock_guard<std::mutex> lock(g_mutex);
   Conv1dPrimitives& p = primitives_for(g);
   if (!p.usable) return false;
