@@ -102,6 +102,20 @@ int64_t g_runs = 0;
 // this many geometries rather than growing with the corpus.
 constexpr size_t kMaxCachedGeometries = 512;
 
+// What the forward's and the backward's operation descriptors share: the tensors with their layouts left to
+// oneDNN, and the geometry in its terms.
+struct OperationShape {
+  memory::desc any_x, any_w, any_y;
+  memory::dims strides, dilates, pad_l, pad_r;
+};
+
+OperationShape operation_shape(const Conv1dGeometry& g, const memory::desc& w) {
+  // oneDNN counts dilation from 0 (no gaps).
+  return {memory::desc({g.B, g.Cin, g.Tin}, kF32, Tag::any), memory::desc(w.dims(), kF32, Tag::any),
+          memory::desc({g.B, g.Cout, g.Tout}, kF32, Tag::any), {g.stride}, {g.dilation - 1}, {g.pad_left},
+          {g.pad_right}};
+}
+
 Conv1dPrimitives& primitives_for(const Conv1dGeometry& g) {
   const Key key = key_of(g);
   if (g_cache.size() >= kMaxCachedGeometries && !g_cache.count(key)) g_cache.clear();
@@ -113,13 +127,11 @@ Conv1dPrimitives& primitives_for(const Conv1dGeometry& g) {
   p.y = memory::desc({g.B, g.Cout, g.Tout}, kF32, Tag::ncw);
   p.w = g.groups == 1 ? memory::desc({g.Cout, g.Cin, g.K}, kF32, Tag::oiw)
                       : memory::desc({g.groups, g.Cout / g.groups, g.Cin / g.groups, g.K}, kF32, Tag::goiw);
-  const memory::desc any_x({g.B, g.Cin, g.Tin}, kF32, Tag::any), any_y({g.B, g.Cout, g.Tout}, kF32, Tag::any);
-  const memory::desc any_w(p.w.dims(), kF32, Tag::any), bias({g.Cout}, kF32, Tag::x);
-  // oneDNN counts dilation from 0 (no gaps).
-  const memory::dims strides{g.stride}, dilates{g.dilation - 1}, pad_l{g.pad_left}, pad_r{g.pad_right};
+  const OperationShape o = operation_shape(g, p.w);
+  const memory::desc bias({g.Cout}, kF32, Tag::x);
   try {
     const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                               any_x, any_w, bias, any_y, strides, dilates, pad_l, pad_r);
+                                               o.any_x, o.any_w, bias, o.any_y, o.strides, o.dilates, o.pad_l, o.pad_r);
     p.forward_pd = dnnl::convolution_forward::primitive_desc(desc, cpu_engine(), /*allow_empty=*/true);
     if (!p.forward_pd || !is_jit(p.forward_pd.impl_info_str())) return p;
     p.forward = dnnl::convolution_forward(p.forward_pd);
@@ -132,17 +144,15 @@ Conv1dPrimitives& primitives_for(const Conv1dGeometry& g) {
 
 void make_backward(const Conv1dGeometry& g, Conv1dPrimitives& p) {
   p.backward_made = true;
-  const memory::desc any_x({g.B, g.Cin, g.Tin}, kF32, Tag::any), any_y({g.B, g.Cout, g.Tout}, kF32, Tag::any);
-  const memory::desc any_w(p.w.dims(), kF32, Tag::any);
-  const memory::dims strides{g.stride}, dilates{g.dilation - 1}, pad_l{g.pad_left}, pad_r{g.pad_right};
+  const OperationShape o = operation_shape(g, p.w);
   try {
-    const dnnl::convolution_backward_data::desc data(dnnl::algorithm::convolution_direct, any_x, any_w, any_y,
-                                                     strides, dilates, pad_l, pad_r);
+    const dnnl::convolution_backward_data::desc data(dnnl::algorithm::convolution_direct, o.any_x, o.any_w, o.any_y,
+                                                     o.strides, o.dilates, o.pad_l, o.pad_r);
     p.backward_data_pd =
         dnnl::convolution_backward_data::primitive_desc(data, cpu_engine(), p.forward_pd, /*allow_empty=*/true);
     // The bias gradient is the caller's (one reduction over dy, shared with the other paths).
-    const dnnl::convolution_backward_weights::desc weights(dnnl::algorithm::convolution_direct, any_x, any_w, any_y,
-                                                           strides, dilates, pad_l, pad_r);
+    const dnnl::convolution_backward_weights::desc weights(dnnl::algorithm::convolution_direct, o.any_x, o.any_w,
+                                                           o.any_y, o.strides, o.dilates, o.pad_l, o.pad_r);
     p.backward_weights_pd =
         dnnl::convolution_backward_weights::primitive_desc(weights, cpu_engine(), p.forward_pd, /*allow_empty=*/true);
     if (!p.backward_data_pd || !p.backward_weights_pd || !is_jit(p.backward_data_pd.impl_info_str()) ||
